@@ -1,0 +1,34 @@
+/*
+ * api.h - the method handlers of the persona protocol, one file per
+ * namespace: api_persona.c (persona.*), api_system.c (system.*). The table
+ * that maps every method name to its handler and thread is api_table.c:
+ * start there to find the handler of any method.
+ *
+ * Handlers validate their parameters (-32602 naming the field), call the
+ * domain modules (persona/, store/, ...) and write their result with jw.
+ */
+#ifndef PMCP_API_H
+#define PMCP_API_H
+
+#include "rpc/rpc.h"
+
+/* Register the method table with the envelope. */
+void api_init(void);
+
+enum { RPC_PERSONA_UNAVAILABLE = -32006 };
+
+int api_persona_list(rpc_call *c);
+int api_persona_create(rpc_call *c);
+int api_persona_switch(rpc_call *c);
+int api_persona_status(rpc_call *c);
+int api_persona_delete(rpc_call *c);
+
+int api_system_status(rpc_call *c);
+int api_system_models(rpc_call *c);
+
+/* Shared by handlers: the persona named by params.persona_id, or the
+ * session's current persona. Writes the resolved id (40 bytes). Fails with
+ * -32001 when neither exists. */
+int api_persona_param(rpc_call *c, char id_out[40]);
+
+#endif

@@ -1,0 +1,68 @@
+/*
+ * app.h - the process: configuration and the handful of long-lived objects
+ * every layer needs (store, worker queue, persona registry, lws context).
+ *
+ * There is exactly one `app`, created in main.c. Handlers receive it through
+ * their call context rather than a global, so unit tests can build their own.
+ * Configuration is resolved once at start-up (defaults < environment <
+ * flags) and read-only afterwards.
+ */
+#ifndef PMCP_APP_H
+#define PMCP_APP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "lib/log.h"
+
+typedef struct app_config {
+    char host[256];
+    int port;
+    char port_file[1024];
+    char data_dir[1024];
+    char db_path[1024]; /* DATABASE_PATH, default <data_dir>/personas.db */
+    log_level log_level;
+    size_t max_message_bytes;
+    int max_connections;
+    int max_inflight;
+    int idle_timeout_secs;
+    int ping_interval_secs;
+    int workers;
+    int pool_size, pool_overflow;
+    char auth_token[256];
+    char allowed_origins[1024]; /* comma-separated extra origins */
+    char llm_provider[32];
+    char llm_model[128];
+    bool show_help, show_version;
+} app_config;
+
+/* Fill defaults, then environment, then argv. Returns 0, or -1 with a
+ * message in err (unknown flag, bad number). */
+int app_config_load(app_config *c, int argc, char **argv, char *err, size_t errlen);
+void app_config_usage(FILE *out);
+
+struct store;
+struct workq;
+struct persona_reg;
+struct lws_context;
+
+typedef struct app {
+    app_config cfg;
+    struct store *store;
+    struct workq *workers;
+    struct persona_reg *personas;
+    struct lws_context *lws;
+    time_t started_at;
+    atomic_int connections; /* open WebSocket connections */
+    atomic_bool stopping;
+} app;
+
+double app_now(void); /* wall clock, seconds since the epoch */
+/* Current UTC time as ISO 8601 with microseconds; z selects "Z" over "+00:00". */
+void app_iso_now(char out[40], bool z);
+
+#endif

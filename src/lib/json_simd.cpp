@@ -1,0 +1,324 @@
+/*
+ * json_simd.cpp - json_parse() on top of simdjson's DOM parser; the only C++
+ * in the program. Built with -fno-exceptions: only error-code APIs are used.
+ *
+ * Design:
+ * - One thread_local dom::parser per thread, so any thread may parse and its
+ *   buffers are reused across calls. Documents above kOneOffBytes use a
+ *   parser of their own, so a single huge request does not pin memory in a
+ *   thread for good.
+ * - If the caller's buffer has JSON_PADDING readable bytes after the JSON,
+ *   simdjson reads it in place; otherwise simdjson copies it.
+ * - The DOM is then walked into the C jv tree in the caller's arena (strings
+ *   copied and NUL-terminated), so nothing refers to the parser afterwards.
+ *   The walk enforces max_depth (containers nested deeper are rejected);
+ *   int64 values stay JV_INT, uint64 above INT64_MAX become JV_DOUBLE.
+ *   Integers beyond uint64/int64 and doubles beyond the double range are
+ *   rejected by simdjson ("number out of range").
+ * - simdjson gives an error code but no position. On the (cold) error path a
+ *   small token scanner locates the problem to give callers a clear message
+ *   with a byte offset where one makes sense: "invalid UTF-8 at byte 17",
+ *   "trailing content at byte 5", "unexpected end of input", "nesting deeper
+ *   than 64", "number out of range at byte 9".
+ */
+#include <simdjson.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+extern "C" {
+#include "lib/json.h"
+#include "lib/jw.h"
+}
+
+using namespace simdjson;
+
+static_assert(JSON_PADDING >= SIMDJSON_PADDING, "JSON_PADDING too small for simdjson");
+static constexpr size_t kOneOffBytes = 1 << 20;
+static constexpr size_t kCountSaturated = 0xFFFFFF; /* simdjson's scope_count cap */
+
+static bool fail(json_error *err, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+/* ---- error path: locate what simdjson only named ------------------------- */
+
+static bool is_ws(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static bool is_delim(char c)
+{
+    return is_ws(c) || c == '[' || c == ']' || c == '{' || c == '}' || c == ',' || c == ':' ||
+           c == '"';
+}
+
+/* Index just past the string opening at s[i], or n + 1 if unterminated. */
+static size_t string_end(const char *s, size_t n, size_t i)
+{
+    for (i++; i < n; i++) {
+        if (s[i] == '\\')
+            i++;
+        else if (s[i] == '"')
+            return i + 1;
+    }
+    return n + 1;
+}
+
+static size_t digits(const char *s, size_t n, size_t i)
+{
+    while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    return i;
+}
+
+/* RFC 8259 number grammar over the whole token; *integral if no frac/exp. */
+static bool number_syntax(const char *s, size_t n, bool *integral)
+{
+    size_t i = s[0] == '-' ? 1 : 0, d;
+    if (i < n && s[i] == '0')
+        i++;
+    else if (i < n && s[i] >= '1' && s[i] <= '9')
+        i = digits(s, n, i);
+    else
+        return false;
+    *integral = i == n;
+    if (i < n && s[i] == '.') {
+        if ((d = digits(s, n, i + 1)) == i + 1) return false;
+        i = d;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i += (i + 1 < n && (s[i + 1] == '+' || s[i + 1] == '-')) ? 2 : 1;
+        if ((d = digits(s, n, i)) == i) return false;
+        i = d;
+    }
+    return i == n;
+}
+
+static bool number_in_range(const std::string &t, bool integral)
+{
+    errno = 0;
+    if (!integral) return !std::isinf(std::strtod(t.c_str(), nullptr));
+    if (t[0] == '-')
+        (void)std::strtoll(t.c_str(), nullptr, 10);
+    else
+        (void)std::strtoull(t.c_str(), nullptr, 10);
+    return errno != ERANGE;
+}
+
+/* Checks one scalar token; false (with err filled) if it is bad. */
+static bool scalar_ok(const char *s, size_t n, size_t at, json_error *err)
+{
+    bool integral = false;
+    if (s[0] == '-' || (s[0] >= '0' && s[0] <= '9')) {
+        if (!number_syntax(s, n, &integral)) return fail(err, "invalid number at byte %zu", at);
+        if (!number_in_range(std::string(s, n), integral))
+            return fail(err, "number out of range at byte %zu", at);
+        return true;
+    }
+    if ((n == 4 && !memcmp(s, "true", 4)) || (n == 5 && !memcmp(s, "false", 5)) ||
+        (n == 4 && !memcmp(s, "null", 4)))
+        return true;
+    return fail(err, "invalid token at byte %zu", at);
+}
+
+/* Walks tokens in order and reports the first problem found; `fallback`
+ * when the tokens look fine (e.g. a missing comma inside a container). */
+static void diagnose(const char *s, size_t n, int max_depth, const char *fallback, json_error *err)
+{
+    int depth = 0;
+    bool done = false; /* a complete top-level value has been read */
+    for (size_t i = 0, at; i < n; i++) {
+        char c = s[at = i];
+        if (is_ws(c)) continue;
+        if (done) return (void)fail(err, "trailing content at byte %zu", at);
+        switch (c) {
+        case '[':
+        case '{':
+            if (++depth > max_depth) return (void)fail(err, "nesting deeper than %d", max_depth);
+            continue;
+        case ',':
+        case ':':
+            if (depth == 0) return (void)fail(err, "unexpected '%c' at byte %zu", c, at);
+            continue;
+        case ']':
+        case '}':
+            if (--depth < 0) return (void)fail(err, "unexpected '%c' at byte %zu", c, at);
+            break;
+        case '"':
+            if ((i = string_end(s, n, i) - 1) >= n)
+                return (void)fail(err, "unexpected end of input");
+            break;
+        default:
+            while (i + 1 < n && !is_delim(s[i + 1])) i++;
+            if (!scalar_ok(s + at, i + 1 - at, at, err)) return;
+        }
+        done = depth == 0;
+    }
+    fail(err, "%s", done ? fallback : "unexpected end of input");
+}
+
+static const struct {
+    error_code code;
+    const char *msg;
+} kMessages[] = {
+    {EMPTY, "empty input"},
+    {UNCLOSED_STRING, "unexpected end of input in string"},
+    {UNESCAPED_CHARS, "unescaped control character in string"},
+    {STRING_ERROR, "invalid escape in string (bad \\u or lone surrogate)"},
+    {CAPACITY, "document too large"},
+    {MEMALLOC, "out of memory"},
+};
+
+static void report(error_code code, const char *buf, size_t len, int max_depth, json_error *err)
+{
+    if (code == UTF8_ERROR) {
+        fail(err, "invalid UTF-8 at byte %zu", jw_utf8_prefix(buf, len));
+        return;
+    }
+    if (code == NUMBER_ERROR || code == TAPE_ERROR || code == DEPTH_ERROR || code == T_ATOM_ERROR ||
+        code == F_ATOM_ERROR || code == N_ATOM_ERROR) {
+        const char *fallback = code == NUMBER_ERROR ? "invalid number" : "invalid JSON structure";
+        diagnose(buf, len, max_depth, fallback, err);
+        return;
+    }
+    for (const auto &m : kMessages)
+        if (m.code == code) return (void)fail(err, "%s", m.msg);
+    fail(err, "%s", error_message(code));
+}
+
+/* ---- DOM -> jv ----------------------------------------------------------- */
+
+struct walk {
+    jarena *a;
+    int max_depth;
+    json_error *err;
+};
+
+static bool convert(walk &w, dom::element e, jv *out, int depth);
+
+template <class C> static size_t count_of(C c)
+{
+    size_t n = c.size();
+    if (n < kCountSaturated) return n;
+    n = 0;
+    for (auto x : c) (void)x, n++;
+    return n;
+}
+
+static bool convert_array(walk &w, dom::array arr, jv *out, int depth)
+{
+    size_t n = count_of(arr), i = 0;
+    jv *items = static_cast<jv *>(jarena_alloc(w.a, n * sizeof(jv)));
+    for (dom::element x : arr)
+        if (!convert(w, x, &items[i++], depth)) return false;
+    out->len = static_cast<uint32_t>(n);
+    out->u.items = items;
+    return true;
+}
+
+static bool convert_object(walk &w, dom::object obj, jv *out, int depth)
+{
+    size_t n = count_of(obj), i = 0;
+    auto *mem = static_cast<jv_member *>(jarena_alloc(w.a, n * sizeof(jv_member)));
+    for (dom::key_value_pair kv : obj) {
+        jv_member *m = &mem[i++];
+        m->key = jarena_strndup(w.a, kv.key.data(), kv.key.size());
+        m->klen = static_cast<uint32_t>(kv.key.size());
+        if (!convert(w, kv.value, &m->val, depth)) return false;
+    }
+    out->len = static_cast<uint32_t>(n);
+    out->u.members = mem;
+    return true;
+}
+
+static bool convert(walk &w, dom::element e, jv *out, int depth)
+{
+    out->len = 0;
+    switch (e.type()) {
+    case dom::element_type::ARRAY:
+        out->type = JV_ARRAY;
+        if (depth >= w.max_depth) return fail(w.err, "nesting deeper than %d", w.max_depth);
+        return convert_array(w, e.get_array().value_unsafe(), out, depth + 1);
+    case dom::element_type::OBJECT:
+        out->type = JV_OBJECT;
+        if (depth >= w.max_depth) return fail(w.err, "nesting deeper than %d", w.max_depth);
+        return convert_object(w, e.get_object().value_unsafe(), out, depth + 1);
+    case dom::element_type::STRING: {
+        std::string_view sv = e.get_string().value_unsafe();
+        out->type = JV_STRING;
+        out->len = static_cast<uint32_t>(sv.size());
+        out->u.s = jarena_strndup(w.a, sv.data(), sv.size());
+        return true;
+    }
+    case dom::element_type::INT64:
+        out->type = JV_INT;
+        out->u.i = e.get_int64().value_unsafe();
+        return true;
+    case dom::element_type::UINT64:
+        out->type = JV_DOUBLE;
+        out->u.d = static_cast<double>(e.get_uint64().value_unsafe());
+        return true;
+    case dom::element_type::DOUBLE:
+        out->type = JV_DOUBLE;
+        out->u.d = e.get_double().value_unsafe();
+        return true;
+    case dom::element_type::BOOL:
+        out->type = JV_BOOL;
+        out->u.b = e.get_bool().value_unsafe();
+        return true;
+    case dom::element_type::NULL_VALUE:
+        out->type = JV_NULL;
+        return true;
+    }
+    return fail(w.err, "unknown simdjson element type");
+}
+
+static jv *parse_with(dom::parser &p, jarena *a, const char *buf, size_t len, size_t cap,
+                      int max_depth, json_error *err)
+{
+    if (static_cast<size_t>(max_depth) >= p.max_depth()) {
+        size_t depth = static_cast<size_t>(max_depth) + 1;
+        error_code code = p.allocate(len > p.capacity() ? len : p.capacity(), depth);
+        if (code) {
+            fail(err, "out of memory");
+            return nullptr;
+        }
+    }
+    dom::element root;
+    bool copy = cap < len || cap - len < JSON_PADDING;
+    error_code code = p.parse(buf, len, copy).get(root);
+    if (code) {
+        report(code, buf, len, max_depth, err);
+        return nullptr;
+    }
+    jv *out = static_cast<jv *>(jarena_alloc(a, sizeof(jv)));
+    walk w{a, max_depth, err};
+    return convert(w, root, out, 0) ? out : nullptr;
+}
+
+extern "C" jv *json_parse(jarena *a, const char *buf, size_t len, size_t cap, int max_depth,
+                          json_error *err)
+{
+    static thread_local dom::parser tl_parser;
+    if (max_depth <= 0) max_depth = JSON_DEFAULT_MAX_DEPTH;
+    if (!buf || len == 0) {
+        fail(err, "empty input");
+        return nullptr;
+    }
+    if (len <= kOneOffBytes) return parse_with(tl_parser, a, buf, len, cap, max_depth, err);
+    dom::parser one_off;
+    return parse_with(one_off, a, buf, len, cap, max_depth, err);
+}

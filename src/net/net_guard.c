@@ -1,0 +1,86 @@
+/*
+ * net_guard.c - who may talk to us. Checked on every WebSocket upgrade and
+ * HTTP request before anything else runs:
+ *   - Host: when bound to loopback, the Host header must name loopback
+ *     (localhost, 127.0.0.1, [::1]); this defeats DNS rebinding, where a web
+ *     page re-points its own name at 127.0.0.1.
+ *   - Origin: absent (non-browser clients) or a loopback origin, or one
+ *     listed in --allowed-origins.
+ *   - Bearer token: when --auth-token is set, "Authorization: Bearer <t>",
+ *     compared in constant time.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "net/net.h"
+#include "net/net_internal.h"
+
+bool net_host_is_loopback_name(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcasecmp(host, "localhost") == 0 ||
+           strcmp(host, "::1") == 0 || strcmp(host, "[::1]") == 0;
+}
+
+/* "name" or "name:port" or "[v6]:port" -> is the name loopback? */
+static bool hostport_is_loopback(const char *hp)
+{
+    char name[256];
+    if (hp[0] == '[') {
+        const char *end = strchr(hp, ']');
+        if (!end) return false;
+        snprintf(name, sizeof name, "%.*s", (int)(end - hp + 1), hp);
+    } else {
+        const char *colon = strchr(hp, ':');
+        snprintf(name, sizeof name, "%.*s", colon ? (int)(colon - hp) : (int)strlen(hp), hp);
+    }
+    return net_host_is_loopback_name(name);
+}
+
+static bool origin_allowed(app *a, const char *origin)
+{
+    const char *rest = NULL;
+    if (strncasecmp(origin, "http://", 7) == 0) rest = origin + 7;
+    if (strncasecmp(origin, "https://", 8) == 0) rest = origin + 8;
+    if (rest && !strchr(rest, '/') && hostport_is_loopback(rest)) return true;
+    const char *list = a->cfg.allowed_origins;
+    size_t n = strlen(origin);
+    while (*list) {
+        const char *comma = strchr(list, ',');
+        size_t len = comma ? (size_t)(comma - list) : strlen(list);
+        if (len == n && strncasecmp(list, origin, n) == 0) return true;
+        list += len + (comma ? 1 : 0);
+    }
+    return false;
+}
+
+static bool token_ok(const char *given, const char *want)
+{
+    size_t gl = strlen(given), wl = strlen(want);
+    unsigned char diff = (unsigned char)(gl != wl);
+    for (size_t i = 0; i < wl; i++) diff |= (unsigned char)(want[i] ^ (i < gl ? given[i] : 0));
+    return diff == 0;
+}
+
+int net_guard_check(app *a, struct lws *wsi, bool need_auth, const char **why)
+{
+    char buf[512];
+    if (net_host_is_loopback_name(a->cfg.host)) {
+        if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HOST) <= 0 || !hostport_is_loopback(buf)) {
+            *why = "Host header must name a loopback address";
+            return 403;
+        }
+    }
+    if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_ORIGIN) > 0 && !origin_allowed(a, buf)) {
+        *why = "Origin not allowed";
+        return 403;
+    }
+    if (need_auth && a->cfg.auth_token[0]) {
+        int n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION);
+        if (n <= 7 || strncasecmp(buf, "Bearer ", 7) != 0 || !token_ok(buf + 7, a->cfg.auth_token)) {
+            *why = "missing or wrong bearer token";
+            return 401;
+        }
+    }
+    return 0;
+}

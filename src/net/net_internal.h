@@ -1,0 +1,35 @@
+/*
+ * net_internal.h - pieces shared by the files of src/net/ only.
+ */
+#ifndef PMCP_NET_INTERNAL_H
+#define PMCP_NET_INTERNAL_H
+
+#include <libwebsockets.h>
+#include <stdbool.h>
+
+#include "app/app.h"
+#include "lib/jw.h"
+
+/* Per-wsi user data (lws allocates it for every connection). */
+typedef struct net_conn net_conn;
+typedef struct net_pss {
+    net_conn *conn;     /* WebSocket connections */
+    char *body;         /* HTTP: response body with LWS_PRE headroom */
+    size_t body_len;
+} net_pss;
+
+/* net_guard.c: request admission. Returns 0 when allowed, else the HTTP
+ * status to refuse with (403 bad Origin/Host, 401 missing token) and a reason. */
+int net_guard_check(app *a, struct lws *wsi, bool need_auth, const char **why);
+
+
+/* net_http.c: plain HTTP routes. Returns the lws callback result. */
+int net_http_request(app *a, struct lws *wsi, net_pss *pss, const char *uri);
+int net_http_writeable(struct lws *wsi, net_pss *pss);
+void net_http_drop(net_pss *pss);
+
+/* Shared response helper: status + JSON/text body, written on WRITEABLE. */
+int net_http_reply(struct lws *wsi, net_pss *pss, unsigned status, const char *ctype,
+                   const char *body, size_t len);
+
+#endif

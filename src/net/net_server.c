@@ -1,0 +1,560 @@
+/*
+ * net_server.c - the libwebsockets context, the WebSocket JSON-RPC
+ * connection and the hand-off between the service thread and workers.
+ *
+ * Life of a request: fragments are appended to conn->rx until the final
+ * fragment (closing with 1009 past --max-message-bytes); the message is
+ * parsed into a scratch arena; an all-inline message is executed at once and
+ * its response queued on conn->out; otherwise a job (owning a copy of the
+ * bytes) goes to the worker queue, and its completion comes back through
+ * net_post(). Responses leave in WRITEABLE callbacks, one lws_write each.
+ *
+ * A net_conn outlives its wsi while jobs reference it: the wsi side drops
+ * its reference at close and marks the conn closed; a late completion then
+ * just frees its response.
+ */
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/json.h"
+#include "lib/log.h"
+#include "lib/metrics.h"
+#include "lib/workq.h"
+#include "net/net.h"
+#include "net/net_internal.h"
+#include "rpc/rpc.h"
+
+typedef struct net_msg {
+    struct net_msg *next;
+    char *buf; /* LWS_PRE headroom + len bytes */
+    size_t len;
+} net_msg;
+
+typedef struct net_job {
+    struct net_job *next;
+    net_conn *conn;
+    char *raw; /* the message, with JSON_PADDING spare bytes */
+    size_t len;
+    uint64_t t0;
+    jw out;
+} net_job;
+
+struct net_conn {
+    atomic_int refs;
+    struct lws *wsi; /* NULL once closed */
+    app *app;
+    rpc_session *sess;
+    char *rx;
+    size_t rx_len, rx_cap;
+    net_job *pending_head, *pending_tail;
+    int pending;
+    bool busy; /* a job of this connection is on a worker */
+    net_msg *out_head, *out_tail;
+};
+
+typedef struct post_item {
+    struct post_item *next;
+    net_post_fn fn;
+    void *arg;
+} post_item;
+
+/* Service-thread state (one context per process). */
+static struct {
+    struct lws_vhost *vhost;
+    pthread_mutex_t post_mu;
+    post_item *post_head, *post_tail;
+    volatile sig_atomic_t stop_requested;
+    uint64_t next_conn_id;
+    int jobs_in_flight; /* dispatched to workers, not yet completed */
+    int out_queued;     /* responses waiting for WRITEABLE */
+    jarena scratch;
+    lws_retry_bo_t retry;
+} S = {.post_mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* ---- connection objects ---------------------------------------------------- */
+
+static net_conn *conn_new(app *a, struct lws *wsi)
+{
+    net_conn *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    atomic_init(&c->refs, 1);
+    c->wsi = wsi;
+    c->app = a;
+    c->sess = rpc_session_new(++S.next_conn_id);
+    return c;
+}
+
+static void conn_unref(net_conn *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1) return;
+    rpc_session_unref(c->sess);
+    free(c->rx);
+    free(c);
+}
+
+static void job_free(net_job *j)
+{
+    jw_free(&j->out);
+    free(j->raw);
+    conn_unref(j->conn);
+    free(j);
+}
+
+static net_job *job_new(net_conn *c, const char *data, size_t len, uint64_t t0)
+{
+    net_job *j = calloc(1, sizeof *j);
+    if (!j) abort();
+    j->raw = malloc(len + JSON_PADDING);
+    if (!j->raw) abort();
+    memcpy(j->raw, data, len);
+    memset(j->raw + len, 0, JSON_PADDING);
+    j->len = len;
+    j->t0 = t0;
+    j->conn = c;
+    jw_init(&j->out, LWS_PRE, 512);
+    atomic_fetch_add(&c->refs, 1);
+    return j;
+}
+
+/* Queue a finished response (takes the jw's buffer). */
+static void conn_queue_out(net_conn *c, jw *w)
+{
+    if (jw_size(w) == 0 || !c->wsi) {
+        jw_free(w);
+        return;
+    }
+    net_msg *m = malloc(sizeof *m);
+    if (!m) abort();
+    m->len = jw_size(w);
+    m->buf = jw_release(w);
+    m->next = NULL;
+    if (c->out_tail)
+        c->out_tail->next = m;
+    else
+        c->out_head = m;
+    c->out_tail = m;
+    S.out_queued++;
+    lws_callback_on_writable(c->wsi);
+}
+
+static void conn_drop_queues(net_conn *c)
+{
+    while (c->out_head) {
+        net_msg *m = c->out_head;
+        c->out_head = m->next;
+        free(m->buf);
+        free(m);
+        S.out_queued--;
+    }
+    c->out_tail = NULL;
+    while (c->pending_head) {
+        net_job *j = c->pending_head;
+        c->pending_head = j->next;
+        job_free(j);
+    }
+    c->pending_tail = NULL;
+    c->pending = 0;
+}
+
+/* ---- cross-thread posting ------------------------------------------------- */
+
+void net_post(app *a, net_post_fn fn, void *arg)
+{
+    post_item *it = malloc(sizeof *it);
+    if (!it) abort();
+    it->fn = fn;
+    it->arg = arg;
+    it->next = NULL;
+    pthread_mutex_lock(&S.post_mu);
+    if (S.post_tail)
+        S.post_tail->next = it;
+    else
+        S.post_head = it;
+    S.post_tail = it;
+    pthread_mutex_unlock(&S.post_mu);
+    lws_cancel_service(a->lws);
+}
+
+static void run_posts(app *a)
+{
+    pthread_mutex_lock(&S.post_mu);
+    post_item *it = S.post_head;
+    S.post_head = S.post_tail = NULL;
+    pthread_mutex_unlock(&S.post_mu);
+    while (it) {
+        post_item *next = it->next;
+        it->fn(a, it->arg);
+        free(it);
+        it = next;
+    }
+}
+
+/* ---- request execution ---------------------------------------------------- */
+
+static void conn_drain_pending(net_conn *c);
+
+static void job_done(app *a, void *arg)
+{
+    (void)a;
+    net_job *j = arg;
+    net_conn *c = j->conn;
+    S.jobs_in_flight--;
+    c->busy = false;
+    if (c->wsi) {
+        conn_queue_out(c, &j->out);
+        conn_drain_pending(c);
+    }
+    job_free(j);
+}
+
+static void job_run(void *arg)
+{
+    net_job *j = arg;
+    net_conn *c = j->conn;
+    jarena arena;
+    jarena_init(&arena);
+    json_error err;
+    jv *msg = json_parse(&arena, j->raw, j->len, j->len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH,
+                         &err);
+    if (msg) rpc_execute(c->app, c->sess, msg, &j->out, &arena, j->t0);
+    jarena_free(&arena);
+    net_post(c->app, job_done, j);
+}
+
+static void respond_error(net_conn *c, const jv *id, int code, const char *msg, const char *data)
+{
+    jw w;
+    jw_init(&w, LWS_PRE, 256);
+    rpc_write_error(&w, id, code, msg, data);
+    conn_queue_out(c, &w);
+}
+
+/* Parse into the scratch arena; on failure answer -32700 and return NULL. */
+static jv *parse_or_reply(net_conn *c, const char *data, size_t len, size_t cap)
+{
+    json_error err;
+    jarena_reset(&S.scratch);
+    jv *msg = json_parse(&S.scratch, data, len, cap, JSON_DEFAULT_MAX_DEPTH, &err);
+    if (!msg) {
+        metrics_inc(MC_PARSE_ERRORS, 1);
+        respond_error(c, NULL, RPC_PARSE_ERROR, "Parse error", err.msg);
+    }
+    return msg;
+}
+
+static void dispatch(net_conn *c, net_job *j)
+{
+    c->busy = true;
+    S.jobs_in_flight++;
+    workq_push(c->app->workers, job_run, j);
+}
+
+/* Execute now if every method in it is inline; else hand to a worker. The
+ * job (if any) is consumed either way. */
+static void execute(net_conn *c, const char *data, size_t len, size_t cap, uint64_t t0,
+                    net_job *j)
+{
+    jv *msg = parse_or_reply(c, data, len, cap);
+    if (msg && rpc_message_where(msg) == RPC_WORKER) {
+        dispatch(c, j ? j : job_new(c, data, len, t0));
+        return;
+    }
+    if (msg) {
+        jw w;
+        jw_init(&w, LWS_PRE, 512);
+        rpc_execute(c->app, c->sess, msg, &w, &S.scratch, t0);
+        conn_queue_out(c, &w);
+    }
+    if (j) job_free(j);
+}
+
+static void conn_drain_pending(net_conn *c)
+{
+    while (!c->busy && c->pending_head) {
+        net_job *j = c->pending_head;
+        c->pending_head = j->next;
+        if (!c->pending_head) c->pending_tail = NULL;
+        c->pending--;
+        j->next = NULL;
+        execute(c, j->raw, j->len, j->len + JSON_PADDING, j->t0, j);
+    }
+}
+
+static void reject_inflight(net_conn *c, const char *data, size_t len, size_t cap)
+{
+    metrics_inc(MC_INFLIGHT_REJECTED, 1);
+    jv *msg = parse_or_reply(c, data, len, cap);
+    if (!msg) return;
+    const jv *id = msg->type == JV_OBJECT ? jv_get(msg, "id") : NULL;
+    char text[128];
+    snprintf(text, sizeof text, "Too many requests in flight on this connection (limit %d)",
+             c->app->cfg.max_inflight);
+    respond_error(c, id, RPC_TOO_MANY_INFLIGHT, text, NULL);
+}
+
+static void on_message(net_conn *c, const char *data, size_t len, size_t cap)
+{
+    uint64_t t0 = metrics_now_ns();
+    metrics_inc(MC_WS_MESSAGES_IN, 1);
+    metrics_inc(MC_WS_BYTES_IN, len);
+    if (S.stop_requested) {
+        respond_error(c, NULL, RPC_SERVER_STOPPING, "Server is shutting down", NULL);
+        return;
+    }
+    if (!c->busy && !c->pending_head) {
+        execute(c, data, len, cap, t0, NULL);
+        return;
+    }
+    if (c->pending + 1 >= c->app->cfg.max_inflight) {
+        reject_inflight(c, data, len, cap);
+        return;
+    }
+    net_job *j = job_new(c, data, len, t0);
+    if (c->pending_tail)
+        c->pending_tail->next = j;
+    else
+        c->pending_head = j;
+    c->pending_tail = j;
+    c->pending++;
+}
+
+/* ---- WebSocket callbacks ---------------------------------------------------- */
+
+static int ws_receive(net_conn *c, struct lws *wsi, const char *in, size_t len)
+{
+    app *a = c->app;
+    if (lws_frame_is_binary(wsi)) {
+        if (lws_is_final_fragment(wsi))
+            respond_error(c, NULL, RPC_INVALID_REQUEST,
+                          "Invalid Request: binary frames are not supported, send JSON text", NULL);
+        return 0;
+    }
+    if (lws_is_first_fragment(wsi)) c->rx_len = 0;
+    if (c->rx_len + len > a->cfg.max_message_bytes) {
+        metrics_inc(MC_OVERSIZE_CLOSED, 1);
+        log_warn("message over limit, closing", "conn=%llu limit=%zu",
+                 (unsigned long long)c->sess->id, a->cfg.max_message_bytes);
+        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)"message too large", 17);
+        return -1;
+    }
+    bool final = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
+    if (final && c->rx_len == 0) {
+        /* Whole message in one callback: parse in place, with a copy only if
+         * lws's buffer lacks padding (json_parse decides). */
+        on_message(c, in, len, len);
+        return 0;
+    }
+    if (c->rx_len + len + JSON_PADDING > c->rx_cap) {
+        size_t cap = c->rx_cap ? c->rx_cap : 4096;
+        while (cap < c->rx_len + len + JSON_PADDING) cap *= 2;
+        c->rx = realloc(c->rx, cap);
+        if (!c->rx) abort();
+        c->rx_cap = cap;
+    }
+    memcpy(c->rx + c->rx_len, in, len);
+    c->rx_len += len;
+    if (final) {
+        on_message(c, c->rx, c->rx_len, c->rx_cap);
+        c->rx_len = 0;
+    }
+    return 0;
+}
+
+static int ws_writeable(net_conn *c, struct lws *wsi)
+{
+    for (int n = 0; c->out_head && n < 32; n++) {
+        net_msg *m = c->out_head;
+        int w = lws_write(wsi, (unsigned char *)m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+        c->out_head = m->next;
+        if (!c->out_head) c->out_tail = NULL;
+        S.out_queued--;
+        metrics_inc(MC_WS_MESSAGES_OUT, 1);
+        metrics_inc(MC_WS_BYTES_OUT, m->len);
+        free(m->buf);
+        free(m);
+        if (w < 0) return -1;
+        if (lws_send_pipe_choked(wsi)) break;
+    }
+    if (c->out_head) lws_callback_on_writable(wsi);
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, c->app->cfg.idle_timeout_secs);
+    return 0;
+}
+
+static int ws_confirm_upgrade(app *a, struct lws *wsi)
+{
+    char uri[64] = "";
+    lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
+    const char *why = NULL;
+    int status = 0;
+    if (strcmp(uri, "/mcp") != 0) {
+        status = 404;
+        why = "WebSocket endpoint is /mcp";
+    } else if ((status = net_guard_check(a, wsi, true, &why)) != 0) {
+    } else if (S.stop_requested) {
+        status = 503;
+        why = "server is shutting down";
+    } else if (atomic_load(&a->connections) >= a->cfg.max_connections) {
+        status = 503;
+        why = "too many connections";
+    }
+    if (!status) return 0;
+    metrics_inc(MC_CONNECTIONS_REFUSED, 1);
+    log_warn("websocket upgrade refused", "status=%d reason=\"%s\"", status, why);
+    lws_return_http_status(wsi, (unsigned)status, why);
+    return 1;
+}
+
+static int ws_established(app *a, struct lws *wsi, net_pss *pss)
+{
+    pss->conn = conn_new(a, wsi);
+    atomic_fetch_add(&a->connections, 1);
+    lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, a->cfg.idle_timeout_secs);
+    log_debug("connection open", "conn=%llu", (unsigned long long)pss->conn->sess->id);
+    return 0;
+}
+
+static void ws_closed(app *a, net_pss *pss)
+{
+    net_conn *c = pss->conn;
+    if (!c) return;
+    pss->conn = NULL;
+    atomic_fetch_sub(&a->connections, 1);
+    log_debug("connection closed", "conn=%llu", (unsigned long long)c->sess->id);
+    c->wsi = NULL;
+    conn_drop_queues(c);
+    conn_unref(c);
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    struct lws_context *ctx = lws_get_context(wsi);
+    app *a = ctx ? lws_context_user(ctx) : NULL;
+    net_pss *pss = user;
+    switch (reason) {
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (a) run_posts(a);
+        return 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: return ws_confirm_upgrade(a, wsi);
+    case LWS_CALLBACK_ESTABLISHED: return ws_established(a, wsi, pss);
+    case LWS_CALLBACK_RECEIVE:
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, a->cfg.idle_timeout_secs);
+        return pss->conn ? ws_receive(pss->conn, wsi, in, len) : -1;
+    case LWS_CALLBACK_SERVER_WRITEABLE: return pss->conn ? ws_writeable(pss->conn, wsi) : 0;
+    case LWS_CALLBACK_CLOSED: ws_closed(a, pss); return 0;
+    case LWS_CALLBACK_HTTP: return net_http_request(a, wsi, pss, in);
+    case LWS_CALLBACK_HTTP_WRITEABLE: return net_http_writeable(wsi, pss);
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP: net_http_drop(pss); return 0;
+    default: break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+/* ---- context ---------------------------------------------------------------- */
+
+static const struct lws_extension g_exts[] = {
+    {"permessage-deflate", lws_extension_callback_pm_deflate,
+     "permessage-deflate; client_no_context_takeover; client_max_window_bits"},
+    {NULL, NULL, NULL},
+};
+
+static struct lws_protocols g_protocols[] = {
+    {"persona-jsonrpc", callback, sizeof(net_pss), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void lws_log_emit(int level, const char *line)
+{
+    char text[512];
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
+    snprintf(text, sizeof text, "%.*s", (int)n, line);
+    for (char *p = text; *p; p++)
+        if (*p == '"') *p = '\'';
+    log_write(level == LLL_ERR ? LOG_ERROR : LOG_WARN, "libwebsockets", "detail=\"%s\"", text);
+}
+
+static int write_port_file(const char *path, int port)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0) return -1;
+    return rename(tmp, path);
+}
+
+int net_start(app *a)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+    jarena_init(&S.scratch);
+    S.retry.secs_since_valid_ping = (uint16_t)a->cfg.ping_interval_secs;
+    S.retry.secs_since_valid_hangup =
+        (uint16_t)(a->cfg.ping_interval_secs ? a->cfg.ping_interval_secs * 2 + 10 : 0);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    const char *host = a->cfg.host;
+    if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
+    info.iface = host;
+    info.port = a->cfg.port;
+    info.protocols = g_protocols;
+    info.extensions = g_exts;
+    info.user = a;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+    if (!strchr(host, ':')) info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.server_string = "persona-mcp";
+    info.timeout_secs = 30;
+    if (a->cfg.ping_interval_secs) info.retry_and_idle_policy = &S.retry;
+    info.pt_serv_buf_size = 32768;
+    a->lws = lws_create_context(&info);
+    if (!a->lws) {
+        log_error("cannot listen", "host=%s port=%d", a->cfg.host, a->cfg.port);
+        return -1;
+    }
+    S.vhost = lws_get_vhost_by_name(a->lws, "default");
+    int port = S.vhost ? lws_get_vhost_listen_port(S.vhost) : a->cfg.port;
+    if (a->cfg.port_file[0] && write_port_file(a->cfg.port_file, port) < 0) {
+        log_error("cannot write port file", "path=%s", a->cfg.port_file);
+        return -1;
+    }
+    log_info("listening", "host=%s port=%d ws=ws://%s:%d/mcp", a->cfg.host, port, a->cfg.host,
+             port);
+    return 0;
+}
+
+void net_request_stop(app *a)
+{
+    S.stop_requested = 1;
+    atomic_store(&a->stopping, true);
+    if (a->lws) lws_cancel_service(a->lws);
+}
+
+void net_run(app *a)
+{
+    uint64_t deadline = 0;
+    while (lws_service(a->lws, 0) >= 0) {
+        if (!S.stop_requested) continue;
+        uint64_t now = metrics_now_ns();
+        if (!deadline) {
+            deadline = now + 10ull * 1000000000ull;
+            log_info("stopping: finishing in-flight requests", "jobs=%d", S.jobs_in_flight);
+        }
+        if ((S.jobs_in_flight == 0 && S.out_queued == 0) || now > deadline) break;
+    }
+}
+
+void net_destroy(app *a)
+{
+    if (a->lws) lws_context_destroy(a->lws);
+    a->lws = NULL;
+    run_posts(a); /* completions that raced the shutdown: free them */
+    jarena_free(&S.scratch);
+}

@@ -1,0 +1,106 @@
+/*
+ * rpc.h - the JSON-RPC 2.0 envelope, shared by every transport.
+ *
+ * A transport parses a message into a jv tree and calls rpc_execute(); the
+ * envelope validates it (object shape, "jsonrpc", id type, method, params),
+ * looks the method up in the table the API layer registered, runs the
+ * handler and writes the complete response text (or nothing, for
+ * notifications and all-notification batches). A batch yields one array.
+ *
+ * Responses carry "result" or "error", never both (spec §12 item 8). Ids are
+ * echoed with their JSON type. Handlers report failures through rpc_fail()
+ * with a specific code and message; the partial result is discarded.
+ *
+ * Threads: rpc_execute() runs on the service thread for RPC_INLINE methods
+ * and on a worker for the rest; rpc_message_where() tells which. A session
+ * is shared between them and guarded by its own mutex.
+ */
+#ifndef PMCP_RPC_H
+#define PMCP_RPC_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "app/app.h"
+#include "lib/json.h"
+#include "lib/jw.h"
+
+enum {
+    RPC_PARSE_ERROR = -32700,
+    RPC_INVALID_REQUEST = -32600,
+    RPC_METHOD_NOT_FOUND = -32601,
+    RPC_INVALID_PARAMS = -32602,
+    RPC_INTERNAL_ERROR = -32603,
+    RPC_PERSONA_NOT_FOUND = -32000,
+    RPC_NO_ACTIVE_PERSONA = -32001,
+    RPC_MEMORY_ERROR = -32002,
+    RPC_LLM_ERROR = -32003,
+    RPC_TOO_MANY_INFLIGHT = -32004,
+    RPC_SERVER_STOPPING = -32005,
+};
+
+/* Per-connection state. Refcounted: the connection and every queued job
+ * hold a reference. */
+typedef struct rpc_session {
+    pthread_mutex_t mu;
+    atomic_int refs;
+    uint64_t id;
+    char current_persona[40]; /* "" = none */
+} rpc_session;
+
+rpc_session *rpc_session_new(uint64_t id);
+void rpc_session_ref(rpc_session *s);
+void rpc_session_unref(rpc_session *s);
+/* Copy the current persona id into out (size 40); returns false when none. */
+bool rpc_session_current(rpc_session *s, char out[40]);
+void rpc_session_set_current(rpc_session *s, const char *id);
+/* Clear the current persona if it is `id`. */
+void rpc_session_forget(rpc_session *s, const char *id);
+
+typedef struct rpc_call {
+    app *app;
+    rpc_session *sess;
+    const char *method;
+    const jv *params; /* an object, or NULL when absent/null */
+    jw *out;          /* the handler writes exactly one JSON value: the result */
+    jarena *arena;    /* scratch memory for the handler, freed after the response */
+    int err_code;
+    char err_msg[512];
+} rpc_call;
+
+typedef int (*rpc_handler)(rpc_call *c); /* 0 = result written, -1 = rpc_fail() called */
+
+typedef enum { RPC_INLINE, RPC_WORKER } rpc_where;
+
+typedef struct rpc_method {
+    const char *name;
+    rpc_handler fn;
+    rpc_where where;
+} rpc_method;
+
+/* Register the method table (kept by pointer; must outlive the server). */
+void rpc_set_methods(const rpc_method *methods, int count);
+const rpc_method *rpc_lookup(const char *name, int *index);
+
+int rpc_fail(rpc_call *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+rpc_where rpc_message_where(const jv *msg);
+/* Execute one parsed message; append the response (if any) to out. */
+void rpc_execute(app *a, rpc_session *s, const jv *msg, jw *out, jarena *scratch,
+                 uint64_t t_received_ns);
+/* Append a complete error response. id may be NULL (written as null). */
+void rpc_write_error(jw *out, const jv *id, int code, const char *message, const char *data);
+
+/* ---- parameter helpers ----------------------------------------------------
+ * Each returns 0 and sets *out (default when absent or null), or calls
+ * rpc_fail(-32602) with a message naming the field and returns -1. */
+int rpc_param_str(rpc_call *c, const char *key, bool required, const char **out);
+int rpc_param_int(rpc_call *c, const char *key, int64_t lo, int64_t hi, int64_t def, int64_t *out);
+int rpc_param_num(rpc_call *c, const char *key, double lo, double hi, double def, double *out);
+int rpc_param_bool(rpc_call *c, const char *key, bool def, bool *out);
+int rpc_param_obj(rpc_call *c, const char *key, const jv **out);
+int rpc_param_arr(rpc_call *c, const char *key, const jv **out);
+
+#endif

@@ -1,0 +1,72 @@
+/*
+ * store_schema.c - forward migrations, one SQL script per schema version.
+ *
+ * store_open() runs store_migrations[v] for every v >= PRAGMA user_version,
+ * each in its own transaction together with the user_version bump, so a
+ * database is always at exactly one version. Never edit a released script:
+ * add a new one.
+ *
+ * Version 1 also seeds the two default personas (Aria, Kira). Doing it in the
+ * migration means they are inserted exactly once in the life of a database,
+ * never duplicated and never re-created after a user deletes them (spec §12
+ * item 22). `seq` is an INTEGER PRIMARY KEY so list order is insertion order
+ * and survives VACUUM (item 19).
+ */
+#include "store/store.h"
+
+#define UUID4_SQL                                                                                  \
+    "(lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' ||"                    \
+    " substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) ||" \
+    " substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))))"
+#define NOW_SQL "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"
+
+static const char schema_v1[] =
+    "CREATE TABLE personas ("
+    "  seq INTEGER PRIMARY KEY,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  name TEXT NOT NULL CHECK (length(name) > 0),"
+    "  description TEXT NOT NULL DEFAULT '',"
+    "  personality_traits TEXT NOT NULL DEFAULT '{}',"
+    "  topic_preferences TEXT NOT NULL DEFAULT '{}',"
+    "  charisma INTEGER NOT NULL DEFAULT 10 CHECK (charisma BETWEEN 1 AND 20),"
+    "  intelligence INTEGER NOT NULL DEFAULT 10 CHECK (intelligence BETWEEN 1 AND 20),"
+    "  social_rank TEXT NOT NULL DEFAULT 'commoner',"
+    "  created_at TEXT NOT NULL"
+    ");"
+    "CREATE INDEX personas_name_nocase ON personas (name COLLATE NOCASE);"
+    "CREATE TABLE persona_interaction_states ("
+    "  persona_id TEXT PRIMARY KEY REFERENCES personas (id) ON DELETE CASCADE,"
+    "  interest_level INTEGER NOT NULL DEFAULT 50,"
+    "  interaction_fatigue INTEGER NOT NULL DEFAULT 0,"
+    "  current_priority TEXT NOT NULL DEFAULT 'none',"
+    "  available_time INTEGER NOT NULL DEFAULT 300,"
+    "  social_energy INTEGER NOT NULL DEFAULT 100,"
+    "  cooldown_until REAL NOT NULL DEFAULT 0,"
+    "  last_updated TEXT NOT NULL"
+    ");"
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TEMP TABLE seed (name, description, traits, topics, charisma, intelligence, rank,"
+    "  priority, energy, available);"
+    "INSERT INTO seed VALUES ('Aria', 'A vibrant elven bard with sparkling eyes and an infectious"
+    " laugh. She loves stories, music, and meeting new people.',"
+    " '{\"extroverted\":90,\"creative\":85,\"empathetic\":80,\"curious\":75,\"optimistic\":85}',"
+    " '{\"music\":95,\"stories\":90,\"travel\":85,\"gossip\":80,\"magic\":70,\"adventure\":85,"
+    "\"art\":80,\"local_news\":75}', 18, 14, 'performer', 'social', 150, 600);"
+    "INSERT INTO seed VALUES ('Kira', 'A brilliant human scholar with keen analytical mind. She"
+    " prefers deep conversations about knowledge and discovery.',"
+    " '{\"introverted\":70,\"analytical\":95,\"focused\":90,\"methodical\":85,\"reserved\":75}',"
+    " '{\"research\":95,\"magic\":90,\"history\":85,\"philosophy\":80,\"books\":85,"
+    "\"discovery\":90,\"gossip\":20,\"small_talk\":25}', 12, 18, 'scholar', 'academic', 80, 300);"
+    "INSERT INTO personas (id, name, description, personality_traits, topic_preferences, charisma,"
+    "  intelligence, social_rank, created_at)"
+    "  SELECT " UUID4_SQL ", name, description, traits, topics, charisma, intelligence, rank, " NOW_SQL
+    "  FROM seed ORDER BY rowid;"
+    "INSERT INTO persona_interaction_states (persona_id, current_priority, social_energy,"
+    "  available_time, last_updated)"
+    "  SELECT p.id, s.priority, s.energy, s.available, " NOW_SQL
+    "  FROM seed s JOIN personas p ON p.name = s.name;"
+    "DROP TABLE seed;"
+    "INSERT INTO meta VALUES ('seeded_at', " NOW_SQL ");";
+
+const char *const store_migrations[] = {schema_v1};
+const int store_schema_version = (int)(sizeof store_migrations / sizeof store_migrations[0]);

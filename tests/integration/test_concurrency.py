@@ -1,0 +1,130 @@
+"""Per-connection state under concurrency (spec §1.5, §12 item 7).
+
+200 connections are open at the same time; each switches between its own persona and one of
+the seeded ones and asks persona.status / system.status many times. Any answer naming
+another connection's persona is cross-talk.
+"""
+
+import asyncio
+import json
+import random
+
+from conftest import Conn, assert_success, run, unique_name
+
+N_CONN = 200
+ROUNDS = 6
+STATUS_PER_ROUND = 5
+ARGS = ["--max-connections", "1000", "--max-inflight", "64"]
+
+
+async def create_personas(url, n, writers=4):
+    names = [unique_name(f"conc{i:03d}") for i in range(n)]
+    ids = [None] * n
+
+    async def writer(k):
+        async with Conn(url) as c:
+            for i in range(k, n, writers):
+                r = await c.result("persona.create", {"name": names[i],
+                                                      "description": f"owned by {i}"})
+                ids[i] = r["persona_id"]
+
+    await asyncio.gather(*(writer(k) for k in range(writers)))
+    return names, ids
+
+
+def test_200_connections_no_cross_talk(server_factory):
+    srv = server_factory(args=ARGS)
+
+    async def go():
+        names, ids = await create_personas(srv.url, N_CONN)
+        async with Conn(srv.url) as c:
+            listed = (await c.result("persona.list"))["personas"]
+        seeded = {"Aria": listed[0]["id"], "Kira": listed[1]["id"]}
+        conns = [Conn(srv.url) for _ in range(N_CONN)]
+        # Open every connection before any work so they are all live at once.
+        await asyncio.gather(*(c.__aenter__() for c in conns))
+        rng = random.Random(1234)
+        checks = [0] * N_CONN
+
+        async def worker(i, c):
+            for rnd in range(ROUNDS):
+                if rnd % 2 == 0:
+                    # Own persona, alternately by id and by (case-mangled) name.
+                    key = ids[i] if rnd % 4 == 0 else names[i].upper()
+                    want_id, want_name = ids[i], names[i]
+                else:
+                    seed_name = "Aria" if (i + rnd) % 2 else "Kira"
+                    key, want_id, want_name = seed_name.lower(), seeded[seed_name], seed_name
+                sw = await c.result("persona.switch", {"persona_id": key})
+                assert sw["persona_id"] == want_id, (i, rnd, sw)
+                for _ in range(STATUS_PER_ROUND):
+                    if rng.random() < 0.3:
+                        await asyncio.sleep(0)
+                    st = await c.result("persona.status")
+                    assert st["persona"]["id"] == want_id, \
+                        f"conn {i} round {rnd}: got {st['persona']['name']}, want {want_name}"
+                    assert st["persona"]["name"] == want_name
+                    checks[i] += 1
+                ss = await c.result("system.status")
+                assert ss["current_persona"] == want_id, (i, rnd, ss["current_persona"])
+
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(worker(i, c) for i, c in enumerate(conns))), 300)
+        finally:
+            await asyncio.gather(*(c.__aexit__(None, None, None) for c in conns),
+                                 return_exceptions=True)
+        assert checks == [ROUNDS * STATUS_PER_ROUND] * N_CONN
+
+    run(go())
+
+
+def test_pipelined_switch_then_status_on_many_connections(server_factory):
+    """Requests on one connection take effect in order even when pipelined."""
+    srv = server_factory(args=ARGS)
+
+    async def go():
+        names, ids = await create_personas(srv.url, 50)
+        conns = [Conn(srv.url) for _ in range(50)]
+        await asyncio.gather(*(c.__aenter__() for c in conns))
+
+        async def worker(i, c):
+            order = [(ids[i], names[i]), (ids[(i + 1) % 50], names[(i + 1) % 50])] * 4
+            frames = []
+            for k, (pid, _) in enumerate(order):
+                frames.append({"jsonrpc": "2.0", "method": "persona.switch",
+                               "params": {"persona_id": pid}, "id": f"s{k}"})
+                frames.append({"jsonrpc": "2.0", "method": "persona.status", "id": f"t{k}"})
+            for f in frames:
+                await c.send_raw(json.dumps(f))
+            resps = [await c.recv() for _ in frames]
+            assert [r["id"] for r in resps] == [f["id"] for f in frames]
+            for r in resps:
+                assert_success(r)
+            for k, (pid, _) in enumerate(order):
+                assert resps[2 * k + 1]["result"]["persona"]["id"] == pid, (i, k)
+
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(worker(i, c) for i, c in enumerate(conns))), 120)
+        finally:
+            await asyncio.gather(*(c.__aexit__(None, None, None) for c in conns),
+                                 return_exceptions=True)
+
+    run(go())
+
+
+def test_disconnects_do_not_clear_other_connections(server_factory):
+    """Upstream's conn_<count> ids collided after disconnects (spec §12 item 7)."""
+    srv = server_factory(args=ARGS)
+
+    async def go():
+        async with Conn(srv.url) as keeper:
+            await keeper.result("persona.switch", {"persona_id": "Aria"})
+            for _ in range(20):
+                async with Conn(srv.url) as c:
+                    await c.result("persona.switch", {"persona_id": "Kira"})
+            st = await keeper.result("persona.status")
+            assert st["persona"]["name"] == "Aria"
+
+    run(go())
