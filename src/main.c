@@ -19,6 +19,7 @@
 #include "app/app.h"
 #include "lib/log.h"
 #include "lib/workq.h"
+#include "memory/memory.h"
 #include "net/net.h"
 #include "persona/persona.h"
 #include "store/store.h"
@@ -62,6 +63,10 @@ static int open_data(app *a)
         return -1;
     }
     if (persona_reg_load(&a->personas, a->store) < 0) return -1;
+    if (mem_open(&a->memory, a->store, &a->cfg.mem, err, sizeof err) < 0) {
+        log_error("cannot open memory", "error=\"%s\"", err);
+        return -1;
+    }
     log_info("database ready", "path=\"%s\" personas=%zu", so.path,
              persona_reg_count(a->personas));
     return 0;
@@ -89,6 +94,8 @@ static void shutdown_all(app *a)
 {
     workq_stop(a->workers); /* runs every queued job; their writes commit */
     a->workers = NULL;
+    mem_close(a->memory); /* stops background decay before the store goes */
+    a->memory = NULL;
     if (a->store) store_close(a->store);
     net_destroy(a);
     persona_reg_free(a->personas);

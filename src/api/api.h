@@ -1,6 +1,8 @@
 /*
  * api.h - the method handlers of the persona protocol, one file per
- * namespace: api_persona.c (persona.*), api_system.c (system.*). The table
+ * namespace: api_persona.c (persona.*), api_memory.c (memory.* searches and
+ * writes, persona.memory), api_maint.c (memory pruning and decay),
+ * api_system.c (system.*). The table
  * that maps every method name to its handler and thread is api_table.c:
  * start there to find the handler of any method.
  *
@@ -22,6 +24,28 @@ int api_persona_create(rpc_call *c);
 int api_persona_switch(rpc_call *c);
 int api_persona_status(rpc_call *c);
 int api_persona_delete(rpc_call *c);
+
+int api_persona_memory(rpc_call *c);
+
+int api_memory_store(rpc_call *c);
+int api_memory_store_batch(rpc_call *c);
+int api_memory_update(rpc_call *c);
+int api_memory_delete(rpc_call *c);
+int api_memory_search(rpc_call *c);
+int api_memory_search_cross(rpc_call *c);
+int api_memory_stats(rpc_call *c);
+int api_memory_shared_stats(rpc_call *c);
+int api_memory_prune(rpc_call *c);
+int api_memory_prune_all(rpc_call *c);
+int api_memory_prune_recommendations(rpc_call *c);
+int api_memory_prune_stats(rpc_call *c);
+int api_memory_decay_start(rpc_call *c);
+int api_memory_decay_stop(rpc_call *c);
+int api_memory_decay_stats(rpc_call *c);
+int api_memory_decay_force(rpc_call *c);
+/* inline_if of persona.status and memory.stats: the persona's memory
+ * statistics are in RAM. */
+bool api_stats_inline(app *a, rpc_session *s, const jv *params);
 
 int api_system_status(rpc_call *c);
 int api_system_models(rpc_call *c);

@@ -7,6 +7,7 @@
 
 #include "api/api.h"
 #include "lib/jw.h"
+#include "memory/memory.h"
 #include "persona/persona.h"
 #include "store/store.h"
 
@@ -194,13 +195,14 @@ int api_persona_status(rpc_call *c)
         jw_key(w, "interaction_state");
         persona_write_state(w, p, app_now());
         jw_key(w, "memory_stats");
-        jw_obj_begin(w);
-        jw_kint(w, "total_memories", 0);
-        jw_obj_end(w);
-        jw_obj_end(w);
     }
     persona_reg_unlock(r);
-    return rc;
+    if (rc) return rc;
+    mem_err e = {0};
+    if (mem_write_stats(c->app->memory, id, c->out, &e) < 0)
+        return rpc_fail(c, e.code ? e.code : RPC_MEMORY_ERROR, "%s", e.msg);
+    jw_obj_end(c->out);
+    return 0;
 }
 
 int api_persona_delete(rpc_call *c)
@@ -216,6 +218,7 @@ int api_persona_delete(rpc_call *c)
         return rpc_fail(c, RPC_INTERNAL_ERROR, "Failed to delete persona %s (SQLite error %d)", id,
                         rc);
     rpc_session_forget(c->sess, id);
+    mem_forget_persona(c->app->memory, id); /* its rows went with the persona (trigger) */
     jw *w = c->out;
     jw_obj_begin(w);
     jw_kstr(w, "persona_id", id);

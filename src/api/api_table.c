@@ -1,19 +1,43 @@
 /*
  * api_table.c - every JSON-RPC method of the persona protocol, its handler,
  * and where it runs. RPC_INLINE handlers only read RAM and are answered on
- * the service thread; RPC_WORKER handlers may block (SQLite writes, scans)
- * and run on the worker pool.
+ * the service thread; RPC_WORKER handlers may block (SQLite, scans) and run
+ * on the worker pool, unless their inline_if says this call is in RAM.
  */
 #include "api/api.h"
 
+#define INLINE(name, fn) {name, fn, RPC_INLINE, NULL}
+#define WORKER(name, fn) {name, fn, RPC_WORKER, NULL}
+
 static const rpc_method g_table[] = {
-    {"persona.list", api_persona_list, RPC_INLINE},
-    {"persona.create", api_persona_create, RPC_WORKER},
-    {"persona.switch", api_persona_switch, RPC_INLINE},
-    {"persona.status", api_persona_status, RPC_INLINE},
-    {"persona.delete", api_persona_delete, RPC_WORKER},
-    {"system.status", api_system_status, RPC_INLINE},
-    {"system.models", api_system_models, RPC_INLINE},
+    /* persona.* - api_persona.c, api_memory.c */
+    INLINE("persona.list", api_persona_list),
+    WORKER("persona.create", api_persona_create),
+    INLINE("persona.switch", api_persona_switch),
+    {"persona.status", api_persona_status, RPC_WORKER, api_stats_inline},
+    WORKER("persona.delete", api_persona_delete),
+    WORKER("persona.memory", api_persona_memory),
+    /* memory.* - api_memory.c */
+    WORKER("memory.store", api_memory_store),
+    WORKER("memory.store_batch", api_memory_store_batch),
+    WORKER("memory.update", api_memory_update),
+    WORKER("memory.delete", api_memory_delete),
+    WORKER("memory.search", api_memory_search),
+    WORKER("memory.search_cross_persona", api_memory_search_cross),
+    {"memory.stats", api_memory_stats, RPC_WORKER, api_stats_inline},
+    WORKER("memory.shared_stats", api_memory_shared_stats),
+    /* memory maintenance - api_maint.c */
+    WORKER("memory.prune", api_memory_prune),
+    WORKER("memory.prune_all", api_memory_prune_all),
+    WORKER("memory.prune_recommendations", api_memory_prune_recommendations),
+    INLINE("memory.prune_stats", api_memory_prune_stats),
+    WORKER("memory.decay_start", api_memory_decay_start),
+    WORKER("memory.decay_stop", api_memory_decay_stop),
+    INLINE("memory.decay_stats", api_memory_decay_stats),
+    WORKER("memory.decay_force", api_memory_decay_force),
+    /* system.* - api_system.c */
+    INLINE("system.status", api_system_status),
+    INLINE("system.models", api_system_models),
 };
 
 void api_init(void)

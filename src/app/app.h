@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "lib/log.h"
+#include "memory/memory.h"
 
 typedef struct app_config {
     char host[256];
@@ -37,6 +38,7 @@ typedef struct app_config {
     char allowed_origins[1024]; /* comma-separated extra origins */
     char llm_provider[32];
     char llm_model[128];
+    mem_config mem; /* memory: embedder dimension, budget, scoring, pruning, decay */
     bool show_help, show_version;
 } app_config;
 
@@ -49,12 +51,14 @@ struct store;
 struct workq;
 struct persona_reg;
 struct lws_context;
+struct mem_store;
 
 typedef struct app {
     app_config cfg;
     struct store *store;
     struct workq *workers;
     struct persona_reg *personas;
+    struct mem_store *memory;
     struct lws_context *lws;
     time_t started_at;
     atomic_int connections; /* open WebSocket connections */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 
 static int fail(char *err, size_t n, const char *fmt, ...)
@@ -55,12 +56,16 @@ static void defaults(app_config *c)
     c->pool_overflow = 10;
     copy(c->llm_provider, sizeof c->llm_provider, "ollama");
     copy(c->llm_model, sizeof c->llm_model, "llama3.1:8b");
+    mem_config_default(&c->mem);
 }
 
 enum {
     OPT_HOST = 1000, OPT_PORT, OPT_PORT_FILE, OPT_DATA_DIR, OPT_DB, OPT_LOG, OPT_MAXMSG, OPT_MAXCONN,
     OPT_INFLIGHT, OPT_IDLE, OPT_PING, OPT_WORKERS, OPT_POOL, OPT_OVERFLOW, OPT_TOKEN, OPT_ORIGINS,
-    OPT_HELP, OPT_VERSION
+    OPT_HELP, OPT_VERSION, OPT_EMBED_DIM, OPT_MEM_BUDGET, OPT_DECAY, OPT_DECAY_MODE,
+    OPT_DECAY_HOURS, OPT_DECAY_MINUTES, OPT_DECAY_FLOOR, OPT_PRUNE_TARGET, OPT_PRUNE_THRESHOLD,
+    OPT_PRUNE_STRATEGY, OPT_AUTO_PRUNE, OPT_AUTO_PRUNE_AT, OPT_AUTO_PRUNE_IMP, OPT_IMP_MIN,
+    OPT_IMP_MAX
 };
 
 static const struct option g_opts[] = {
@@ -80,6 +85,14 @@ static const struct option g_opts[] = {
     {"pool-overflow", required_argument, 0, OPT_OVERFLOW},
     {"auth-token", required_argument, 0, OPT_TOKEN},
     {"allowed-origins", required_argument, 0, OPT_ORIGINS},
+    {"embed-dim", required_argument, 0, OPT_EMBED_DIM},
+    {"memory-budget-mb", required_argument, 0, OPT_MEM_BUDGET},
+    {"decay", no_argument, 0, OPT_DECAY},
+    {"decay-mode", required_argument, 0, OPT_DECAY_MODE},
+    {"decay-interval-hours", required_argument, 0, OPT_DECAY_HOURS},
+    {"prune-target", required_argument, 0, OPT_PRUNE_TARGET},
+    {"prune-threshold", required_argument, 0, OPT_PRUNE_THRESHOLD},
+    {"prune-strategy", required_argument, 0, OPT_PRUNE_STRATEGY},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},
     {0, 0, 0, 0},
@@ -105,6 +118,16 @@ void app_config_usage(FILE *out)
           "  --auth-token TOKEN       require 'Authorization: Bearer TOKEN' (env PERSONA_MCP_TOKEN);\n"
           "                           mandatory when --host is not a loopback address\n"
           "  --allowed-origins LIST   extra allowed Origin values, comma-separated\n"
+          "  --embed-dim N            built-in embedder dimension (env MEMORY_EMBED_DIM; 384)\n"
+          "  --memory-budget-mb N     RAM for loaded collections (env MEMORY_BUDGET_MB; 1024)\n"
+          "  --decay                  start background decay at boot (env MEMORY_DECAY_ENABLED)\n"
+          "  --decay-mode MODE        none|linear|exponential|logarithmic|access_based\n"
+          "                           (env MEMORY_DECAY_MODE; default access_based)\n"
+          "  --decay-interval-hours H hours between decay cycles (default 6; env\n"
+          "                           MEMORY_DECAY_INTERVAL_MINUTES in minutes)\n"
+          "  --prune-target N         memories kept by pruning (env MEMORY_PRUNE_TARGET; 800)\n"
+          "  --prune-threshold N      prune at this many (env PRUNING_THRESHOLD; 900)\n"
+          "  --prune-strategy S       importance_only|importance_access|importance_access_age\n"
           "  --help, --version\n",
           out);
 }
@@ -116,9 +139,86 @@ static int set_num(const char *name, const char *v, long lo, long hi, long *out,
     return 0;
 }
 
+static int set_real(const char *name, const char *v, double lo, double hi, double *out, char *err,
+                    size_t n)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || !(d >= lo && d <= hi))
+        return fail(err, n, "%s must be a number between %g and %g, got '%s'", name, lo, hi, v);
+    *out = d;
+    return 0;
+}
+
+static int set_bool(const char *name, const char *v, bool *out, char *err, size_t n)
+{
+    if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+        *out = true;
+    else if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "no") ||
+             !strcasecmp(v, "off"))
+        *out = false;
+    else
+        return fail(err, n, "%s must be true or false, got '%s'", name, v);
+    return 0;
+}
+
+/* Memory settings (flags and the original's MEMORY_* variables). */
+static int apply_memory(mem_config *m, int key, const char *v, char *err, size_t n)
+{
+    long x = 0;
+    double d = 0;
+    switch (key) {
+    case OPT_EMBED_DIM:
+        if (set_num("embed-dim", v, 8, 8192, &x, err, n)) return -1;
+        m->dim = (int)x;
+        return 0;
+    case OPT_MEM_BUDGET:
+        if (set_num("memory-budget-mb", v, 1, 1L << 20, &x, err, n)) return -1;
+        m->budget_bytes = (size_t)x << 20;
+        return 0;
+    case OPT_DECAY: return v ? set_bool("decay", v, &m->decay_autostart, err, n) : (m->decay_autostart = true, 0);
+    case OPT_DECAY_MODE:
+        if (decay_mode_parse(v, &m->decay.mode) < 0) return fail(err, n, "unknown decay mode '%s'", v);
+        return 0;
+    case OPT_DECAY_HOURS:
+        if (set_real("decay-interval-hours", v, 0.001, 8760, &d, err, n)) return -1;
+        m->decay.interval_hours = d;
+        return 0;
+    case OPT_DECAY_MINUTES:
+        if (set_real("decay interval minutes", v, 0.06, 525600, &d, err, n)) return -1;
+        m->decay.interval_hours = d / 60.0;
+        return 0;
+    case OPT_DECAY_FLOOR: return set_real("decay floor", v, 0, 1, &m->decay.floor, err, n);
+    case OPT_PRUNE_TARGET:
+        if (set_num("prune-target", v, 0, 100000000, &x, err, n)) return -1;
+        m->prune.target = (int)x;
+        return 0;
+    case OPT_PRUNE_THRESHOLD:
+        if (set_num("prune-threshold", v, 1, 100000000, &x, err, n)) return -1;
+        m->prune.threshold = (int)x;
+        return 0;
+    case OPT_PRUNE_STRATEGY:
+        if (prune_strategy_parse(v, &m->prune.strategy) < 0)
+            return fail(err, n, "unknown prune strategy '%s'", v);
+        return 0;
+    case OPT_AUTO_PRUNE: return set_bool("auto pruning", v, &m->decay.auto_pruning, err, n);
+    case OPT_AUTO_PRUNE_AT:
+        if (set_num("auto prune threshold", v, 1, 100000000, &x, err, n)) return -1;
+        m->decay.auto_prune_threshold = (int)x;
+        return 0;
+    case OPT_AUTO_PRUNE_IMP:
+        return set_real("auto prune importance", v, 0, 1, &m->decay.auto_prune_importance, err, n);
+    case OPT_IMP_MIN: return set_real("importance min", v, 0, 1, &m->weights.min, err, n);
+    case OPT_IMP_MAX: return set_real("importance max", v, 0, 1, &m->weights.max, err, n);
+    }
+    return fail(err, n, "unknown option");
+}
+
 static int apply(app_config *c, int key, const char *v, char *err, size_t n)
 {
     long x = 0;
+    if (key >= OPT_EMBED_DIM) return apply_memory(&c->mem, key, v, err, n);
     switch (key) {
     case OPT_HOST: copy(c->host, sizeof c->host, v); return 0;
     case OPT_PORT:
@@ -179,6 +279,15 @@ static const struct {
     {"PERSONA_MCP_DATA_DIR", OPT_DATA_DIR}, {"DATABASE_PATH", OPT_DB},
     {"LOG_LEVEL", OPT_LOG},            {"MAX_CONNECTIONS", OPT_MAXCONN},
     {"WEBSOCKET_TIMEOUT", OPT_IDLE},   {"PERSONA_MCP_TOKEN", OPT_TOKEN},
+    {"MEMORY_EMBED_DIM", OPT_EMBED_DIM}, {"MEMORY_BUDGET_MB", OPT_MEM_BUDGET},
+    {"MEMORY_DECAY_ENABLED", OPT_DECAY}, {"MEMORY_DECAY_MODE", OPT_DECAY_MODE},
+    {"MEMORY_DECAY_INTERVAL_MINUTES", OPT_DECAY_MINUTES},
+    {"MEMORY_DECAY_MIN_IMPORTANCE", OPT_DECAY_FLOOR}, {"MEMORY_PRUNE_TARGET", OPT_PRUNE_TARGET},
+    {"PRUNING_THRESHOLD", OPT_PRUNE_THRESHOLD}, {"MEMORY_PRUNE_STRATEGY", OPT_PRUNE_STRATEGY},
+    {"MEMORY_ENABLE_AUTO_PRUNING", OPT_AUTO_PRUNE},
+    {"MEMORY_AUTO_PRUNE_THRESHOLD", OPT_AUTO_PRUNE_AT},
+    {"MEMORY_AUTO_PRUNE_IMPORTANCE_THRESHOLD", OPT_AUTO_PRUNE_IMP},
+    {"MEMORY_IMPORTANCE_MIN", OPT_IMP_MIN}, {"MEMORY_IMPORTANCE_MAX", OPT_IMP_MAX},
 };
 
 static int load_env(app_config *c, char *err, size_t n)
@@ -209,6 +318,10 @@ int app_config_load(app_config *c, int argc, char **argv, char *err, size_t errl
     }
     if (optind < argc) return fail(err, errlen, "unexpected argument '%s'", argv[optind]);
     if (!c->db_path[0]) snprintf(c->db_path, sizeof c->db_path, "%s/personas.db", c->data_dir);
+    if (c->mem.weights.min > c->mem.weights.max)
+        return fail(err, errlen, "MEMORY_IMPORTANCE_MIN must not exceed MEMORY_IMPORTANCE_MAX");
+    if (c->mem.prune.target > c->mem.prune.threshold)
+        return fail(err, errlen, "prune target must not exceed the prune threshold");
     return 0;
 }
 

@@ -9,17 +9,19 @@
  *   thread for good.
  * - If the caller's buffer has JSON_PADDING readable bytes after the JSON,
  *   simdjson reads it in place; otherwise simdjson copies it.
- * - The DOM is then walked into the C jv tree in the caller's arena (strings
- *   copied and NUL-terminated), so nothing refers to the parser afterwards.
- *   The walk enforces max_depth (containers nested deeper are rejected);
- *   int64 values stay JV_INT, uint64 above INT64_MAX become JV_DOUBLE.
- *   Integers beyond uint64/int64 and doubles beyond the double range are
- *   rejected by simdjson ("number out of range").
- * - simdjson gives an error code but no position. On the (cold) error path a
- *   small token scanner locates the problem to give callers a clear message
- *   with a byte offset where one makes sense: "invalid UTF-8 at byte 17",
+ * - The DOM is then walked into the C jv tree in the caller's arena, so
+ *   nothing refers to the parser afterwards. Strings and keys are copied,
+ *   NUL-terminated, into one pool of len bytes (see copy_str). The walk
+ *   enforces max_depth (max_depth <= 0 means JSON_DEFAULT_MAX_DEPTH); int64
+ *   values stay JV_INT, uint64 above INT64_MAX become JV_DOUBLE; simdjson
+ *   itself rejects integers beyond that and doubles beyond the double range.
+ * - simdjson gives an error code but no position. On the (cold) error path
+ *   UTF-8 errors are located with jw_utf8_prefix() and structural/number/
+ *   literal errors by diagnose(), a small re-scan against the JSON grammar,
+ *   so callers get "invalid UTF-8 at byte 17", "unexpected ']' at byte 3",
  *   "trailing content at byte 5", "unexpected end of input", "nesting deeper
- *   than 64", "number out of range at byte 9".
+ *   than 64", "number out of range at byte 9". That scanner is most of this
+ *   file; the fast path is parse_with() and the convert_*() walk.
  */
 #include <simdjson.h>
 
@@ -134,40 +136,50 @@ static bool scalar_ok(const char *s, size_t n, size_t at, json_error *err)
     return fail(err, "invalid token at byte %zu", at);
 }
 
-/* Walks tokens in order and reports the first problem found; `fallback`
- * when the tokens look fine (e.g. a missing comma inside a container). */
+/* What the grammar allows next, for diagnose(). */
+enum expect { VALUE, VALUE_OR_CLOSE, KEY, KEY_OR_CLOSE, COLON, COMMA_OR_CLOSE, END };
+
+/* Re-reads the input token by token against the JSON grammar and reports the
+ * first problem; `fallback` if it finds none (simdjson saw something else). */
 static void diagnose(const char *s, size_t n, int max_depth, const char *fallback, json_error *err)
 {
-    int depth = 0;
-    bool done = false; /* a complete top-level value has been read */
+    std::string open; /* stack of open brackets */
+    expect ex = VALUE;
     for (size_t i = 0, at; i < n; i++) {
         char c = s[at = i];
+        bool ok = ex == VALUE || ex == VALUE_OR_CLOSE;
         if (is_ws(c)) continue;
-        if (done) return (void)fail(err, "trailing content at byte %zu", at);
-        switch (c) {
-        case '[':
-        case '{':
-            if (++depth > max_depth) return (void)fail(err, "nesting deeper than %d", max_depth);
+        if (ex == END) return (void)fail(err, "trailing content at byte %zu", at);
+        if (ok && (c == '[' || c == '{')) {
+            if (open.size() >= static_cast<size_t>(max_depth))
+                return (void)fail(err, "nesting deeper than %d", max_depth);
+            open.push_back(c);
+            ex = c == '[' ? VALUE_OR_CLOSE : KEY_OR_CLOSE;
             continue;
-        case ',':
-        case ':':
-            if (depth == 0) return (void)fail(err, "unexpected '%c' at byte %zu", c, at);
+        } else if (c == ']' || c == '}') {
+            char want = c == ']' ? '[' : '{';
+            ok = (ex == COMMA_OR_CLOSE || ex == (want == '[' ? VALUE_OR_CLOSE : KEY_OR_CLOSE)) &&
+                 !open.empty() && open.back() == want;
+            if (ok) open.pop_back();
+        } else if ((c == ',' && ex == COMMA_OR_CLOSE) || (c == ':' && ex == COLON)) {
+            ex = c == ':' || open.back() == '[' ? VALUE : KEY;
             continue;
-        case ']':
-        case '}':
-            if (--depth < 0) return (void)fail(err, "unexpected '%c' at byte %zu", c, at);
-            break;
-        case '"':
-            if ((i = string_end(s, n, i) - 1) >= n)
-                return (void)fail(err, "unexpected end of input");
-            break;
-        default:
+        } else if (c == '"') {
+            if ((i = string_end(s, n, i) - 1) >= n) break;
+            if (ex == KEY || ex == KEY_OR_CLOSE) {
+                ex = COLON;
+                continue;
+            }
+        } else if (c != '[' && c != '{' && c != ',' && c != ':') {
             while (i + 1 < n && !is_delim(s[i + 1])) i++;
-            if (!scalar_ok(s + at, i + 1 - at, at, err)) return;
+            if (ok && !scalar_ok(s + at, i + 1 - at, at, err)) return;
+        } else {
+            ok = false;
         }
-        done = depth == 0;
+        if (!ok) return (void)fail(err, "unexpected '%c' at byte %zu", c, at);
+        ex = open.empty() ? END : COMMA_OR_CLOSE;
     }
-    fail(err, "%s", done ? fallback : "unexpected end of input");
+    fail(err, "%s", ex == END ? fallback : "unexpected end of input");
 }
 
 static const struct {
@@ -190,7 +202,7 @@ static void report(error_code code, const char *buf, size_t len, int max_depth, 
     }
     if (code == NUMBER_ERROR || code == TAPE_ERROR || code == DEPTH_ERROR || code == T_ATOM_ERROR ||
         code == F_ATOM_ERROR || code == N_ATOM_ERROR) {
-        const char *fallback = code == NUMBER_ERROR ? "invalid number" : "invalid JSON structure";
+        const char *fallback = code == NUMBER_ERROR ? "invalid number" : "invalid JSON";
         diagnose(buf, len, max_depth, fallback, err);
         return;
     }
@@ -205,7 +217,20 @@ struct walk {
     jarena *a;
     int max_depth;
     json_error *err;
+    char *strings; /* pool for every string and key: see copy_str() */
 };
+
+/* Unescaped text plus its NUL never takes more bytes than the quoted input
+ * did, so all strings of a document fit in one len-byte pool taken from the
+ * arena up front: one allocation instead of one per string. */
+static const char *copy_str(walk &w, std::string_view sv)
+{
+    char *p = w.strings;
+    memcpy(p, sv.data(), sv.size());
+    p[sv.size()] = '\0';
+    w.strings += sv.size() + 1;
+    return p;
+}
 
 static bool convert(walk &w, dom::element e, jv *out, int depth);
 
@@ -235,7 +260,7 @@ static bool convert_object(walk &w, dom::object obj, jv *out, int depth)
     auto *mem = static_cast<jv_member *>(jarena_alloc(w.a, n * sizeof(jv_member)));
     for (dom::key_value_pair kv : obj) {
         jv_member *m = &mem[i++];
-        m->key = jarena_strndup(w.a, kv.key.data(), kv.key.size());
+        m->key = copy_str(w, kv.key);
         m->klen = static_cast<uint32_t>(kv.key.size());
         if (!convert(w, kv.value, &m->val, depth)) return false;
     }
@@ -260,7 +285,7 @@ static bool convert(walk &w, dom::element e, jv *out, int depth)
         std::string_view sv = e.get_string().value_unsafe();
         out->type = JV_STRING;
         out->len = static_cast<uint32_t>(sv.size());
-        out->u.s = jarena_strndup(w.a, sv.data(), sv.size());
+        out->u.s = copy_str(w, sv);
         return true;
     }
     case dom::element_type::INT64:
@@ -305,7 +330,7 @@ static jv *parse_with(dom::parser &p, jarena *a, const char *buf, size_t len, si
         return nullptr;
     }
     jv *out = static_cast<jv *>(jarena_alloc(a, sizeof(jv)));
-    walk w{a, max_depth, err};
+    walk w{a, max_depth, err, static_cast<char *>(jarena_alloc(a, len))};
     return convert(w, root, out, 0) ? out : nullptr;
 }
 

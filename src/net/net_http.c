@@ -12,6 +12,7 @@
 
 #include "lib/metrics.h"
 #include "lib/workq.h"
+#include "memory/memory.h"
 #include "net/net_internal.h"
 #include "persona/persona.h"
 #include "store/store.h"
@@ -152,6 +153,7 @@ static int metrics(app *a, struct lws *wsi, net_pss *pss)
     metrics_render_requests(&w);
     metrics_render_counters(&w);
     store_metrics(&w, a->store);
+    mem_write_collection_metrics(a->memory, &w);
     return reply_jw(wsi, pss, 200, "text/plain; version=0.0.4; charset=utf-8", &w);
 }
 

@@ -260,7 +260,7 @@ static void execute(net_conn *c, const char *data, size_t len, size_t cap, uint6
                     net_job *j)
 {
     jv *msg = parse_or_reply(c, data, len, cap);
-    if (msg && rpc_message_where(msg) == RPC_WORKER) {
+    if (msg && rpc_message_where(c->app, c->sess, msg) == RPC_WORKER) {
         dispatch(c, j ? j : job_new(c, data, len, t0));
         return;
     }

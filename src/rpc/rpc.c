@@ -257,7 +257,7 @@ void rpc_execute(app *a, rpc_session *s, const jv *msg, jw *out, jarena *scratch
         jw_truncate(out, mark); /* only notifications: no response at all */
 }
 
-rpc_where rpc_message_where(const jv *msg)
+rpc_where rpc_message_where(app *a, rpc_session *s, const jv *msg)
 {
     uint32_t n = msg->type == JV_ARRAY ? msg->len : 1;
     const jv *items = msg->type == JV_ARRAY ? msg->u.items : msg;
@@ -265,7 +265,10 @@ rpc_where rpc_message_where(const jv *msg)
         const jv *m = jv_get(&items[i], "method");
         if (!jv_is_str(m)) continue;
         const rpc_method *rm = rpc_lookup(m->u.s, NULL);
-        if (rm && rm->where == RPC_WORKER) return RPC_WORKER;
+        if (!rm || rm->where == RPC_INLINE) continue;
+        const jv *p = jv_get(&items[i], "params");
+        if (!rm->inline_if || !rm->inline_if(a, s, p && p->type == JV_OBJECT ? p : NULL))
+            return RPC_WORKER;
     }
     return RPC_INLINE;
 }

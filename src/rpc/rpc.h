@@ -74,10 +74,16 @@ typedef int (*rpc_handler)(rpc_call *c); /* 0 = result written, -1 = rpc_fail() 
 
 typedef enum { RPC_INLINE, RPC_WORKER } rpc_where;
 
+/* For RPC_WORKER methods that can sometimes be answered from RAM: return
+ * true when this call would not block (e.g. its data is cached). Called on
+ * the service thread; must itself be cheap and non-blocking. */
+typedef bool (*rpc_inline_if)(app *a, rpc_session *s, const jv *params);
+
 typedef struct rpc_method {
     const char *name;
     rpc_handler fn;
     rpc_where where;
+    rpc_inline_if inline_if; /* optional */
 } rpc_method;
 
 /* Register the method table (kept by pointer; must outlive the server). */
@@ -86,7 +92,7 @@ const rpc_method *rpc_lookup(const char *name, int *index);
 
 int rpc_fail(rpc_call *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-rpc_where rpc_message_where(const jv *msg);
+rpc_where rpc_message_where(app *a, rpc_session *s, const jv *msg);
 /* Execute one parsed message; append the response (if any) to out. */
 void rpc_execute(app *a, rpc_session *s, const jv *msg, jw *out, jarena *scratch,
                  uint64_t t_received_ns);

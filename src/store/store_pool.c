@@ -5,7 +5,8 @@
  * of (SQL pointer, statement) pairs searched linearly - callers pass string
  * literals, so the pointer is the key and a lookup is a few compares. Entries
  * are prepared with SQLITE_PREPARE_PERSISTENT and handed out reset with their
- * bindings cleared. When the array is full, slots are reused round-robin.
+ * bindings cleared. When the array is full, slots are reused round-robin
+ * (a statement a caller still holds must not be followed by 64 new keys).
  *
  * The reader pool is a mutex, a condition variable and a LIFO stack of idle
  * connections (LIFO so the connection with the warmest page cache is reused
@@ -39,7 +40,7 @@
 #include <time.h>
 #include <pthread.h>
 
-#define STMT_SLOTS 32
+#define STMT_SLOTS 64 /* the writer connection caches every write statement of the app */
 
 struct store_conn {
     sqlite3 *db;
@@ -92,21 +93,32 @@ static int cache_slot(store_conn *c)
     return i;
 }
 
+static bool blank(const char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == ';') s++;
+    return *s == '\0';
+}
+
 sqlite3_stmt *store_conn_stmt(store_conn *c, const char *sql)
 {
     for (int i = 0; i < c->n_stmts; i++) {
         if (c->keys[i] != sql) continue;
         sqlite3_stmt *st = c->stmts[i];
-        assert(strcmp(sqlite3_sql(st), sql) == 0); /* catches non-literal keys */
+        assert(strncmp(sqlite3_sql(st), sql, strlen(sqlite3_sql(st))) == 0); /* a reused key */
         sqlite3_reset(st);
         sqlite3_clear_bindings(st);
         return st;
     }
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
-    if (rc != SQLITE_OK || !st) {
-        log_error("sqlite prepare failed", "error=\"%s\"",
-                  rc != SQLITE_OK ? sqlite3_errmsg(c->db) : "empty statement");
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, &tail);
+    const char *why = rc != SQLITE_OK ? sqlite3_errmsg(c->db)
+                      : !st           ? "empty statement"
+                      : !blank(tail)  ? "more than one statement"
+                                      : NULL;
+    if (why) {
+        log_error("sqlite prepare failed", "error=\"%s\"", why);
+        sqlite3_finalize(st);
         return NULL;
     }
     int i = cache_slot(c);

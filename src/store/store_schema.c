@@ -68,5 +68,61 @@ static const char schema_v1[] =
     "DROP TABLE seed;"
     "INSERT INTO meta VALUES ('seeded_at', " NOW_SQL ");";
 
-const char *const store_migrations[] = {schema_v1};
+/* Version 2: vector memory. SQLite is the store of record for memories:
+ * text, ranking fields, metadata and the embedding BLOB (float32, little
+ * endian). `importance` is the current (decayed) value, `base_importance`
+ * what was stored, so decay never compounds. persona_id is any string
+ * (spec §11: clients store under "aria"). An external-content FTS5 index
+ * follows the table through triggers. `memory_collections` records which
+ * embedder (model id and dimension) built each persona's vectors. Deleting
+ * a persona removes its memories in the same transaction (trigger). */
+static const char schema_v2[] =
+    "CREATE TABLE memories ("
+    "  seq INTEGER PRIMARY KEY,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  persona_id TEXT NOT NULL,"
+    "  content TEXT NOT NULL,"
+    "  content_hash INTEGER NOT NULL,"
+    "  memory_type TEXT NOT NULL,"
+    "  importance REAL NOT NULL CHECK (importance BETWEEN 0 AND 1),"
+    "  base_importance REAL NOT NULL CHECK (base_importance BETWEEN 0 AND 1),"
+    "  emotional_valence REAL NOT NULL DEFAULT 0 CHECK (emotional_valence BETWEEN -1 AND 1),"
+    "  related_personas TEXT NOT NULL DEFAULT '[]',"
+    "  visibility TEXT NOT NULL DEFAULT 'private'"
+    "    CHECK (visibility IN ('private', 'shared', 'public')),"
+    "  metadata TEXT NOT NULL DEFAULT '{}',"
+    "  created_at REAL NOT NULL,"
+    "  accessed_count INTEGER NOT NULL DEFAULT 0,"
+    "  last_accessed REAL,"
+    "  embedding BLOB NOT NULL"
+    ");"
+    "CREATE INDEX memories_persona ON memories (persona_id, seq);"
+    "CREATE INDEX memories_hash ON memories (persona_id, content_hash);"
+    "CREATE INDEX memories_visibility ON memories (visibility, persona_id)"
+    "  WHERE visibility <> 'private';"
+    "CREATE TABLE memory_collections ("
+    "  persona_id TEXT PRIMARY KEY,"
+    "  model TEXT NOT NULL,"
+    "  dim INTEGER NOT NULL CHECK (dim > 0)"
+    ");"
+    "CREATE VIRTUAL TABLE memories_fts USING fts5 (content, content = 'memories',"
+    "  content_rowid = 'seq');"
+    "CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN"
+    "  INSERT INTO memories_fts (rowid, content) VALUES (new.seq, new.content);"
+    "END;"
+    "CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN"
+    "  INSERT INTO memories_fts (memories_fts, rowid, content) VALUES ('delete', old.seq,"
+    "  old.content);"
+    "END;"
+    "CREATE TRIGGER memories_au AFTER UPDATE OF content ON memories BEGIN"
+    "  INSERT INTO memories_fts (memories_fts, rowid, content) VALUES ('delete', old.seq,"
+    "  old.content);"
+    "  INSERT INTO memories_fts (rowid, content) VALUES (new.seq, new.content);"
+    "END;"
+    "CREATE TRIGGER personas_cascade_memories AFTER DELETE ON personas BEGIN"
+    "  DELETE FROM memories WHERE persona_id = old.id;"
+    "  DELETE FROM memory_collections WHERE persona_id = old.id;"
+    "END;";
+
+const char *const store_migrations[] = {schema_v1, schema_v2};
 const int store_schema_version = (int)(sizeof store_migrations / sizeof store_migrations[0]);

@@ -39,12 +39,14 @@
 #include <stdlib.h>
 #include <pthread.h>
 
-#define SQL_BEGIN    "BEGIN IMMEDIATE"
-#define SQL_COMMIT   "COMMIT"
-#define SQL_ROLLBACK "ROLLBACK"
-#define SQL_SAVE     "SAVEPOINT store_job"
-#define SQL_RELEASE  "RELEASE store_job"
-#define SQL_UNDO     "ROLLBACK TO store_job"
+/* Arrays, not macros: the statement cache is keyed by address, and each of
+ * these must have exactly one. */
+static const char SQL_BEGIN[] = "BEGIN IMMEDIATE";
+static const char SQL_COMMIT[] = "COMMIT";
+static const char SQL_ROLLBACK[] = "ROLLBACK";
+static const char SQL_SAVE[] = "SAVEPOINT store_job";
+static const char SQL_RELEASE[] = "RELEASE store_job";
+static const char SQL_UNDO[] = "ROLLBACK TO store_job";
 
 typedef struct wjob {
     store_write_fn fn;
@@ -83,8 +85,10 @@ static int enqueue_locked(store_writer *w, wjob *j)
         log_error("store write after the writer stopped", NULL);
         return SQLITE_MISUSE;
     }
-    if (w->tail) w->tail->next = j;
-    else w->head = j;
+    if (w->tail)
+        w->tail->next = j;
+    else
+        w->head = j;
     w->tail = j;
     w->depth++;
     pthread_cond_signal(&w->work);

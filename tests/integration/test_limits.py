@@ -28,6 +28,20 @@ def padded_request(size, id=1):
     return text
 
 
+async def send_expect_close(conn, text, code, timeout=10):
+    """Send `text`, then the server must close `conn` with `code`.
+
+    The server may close while the message is still being written; the close frame must
+    still reach the client (a close that only shows up as a TCP reset is a failure)."""
+    try:
+        await asyncio.wait_for(conn.ws.send(text), timeout)
+    except websockets.ConnectionClosed as exc:
+        assert exc.rcvd is not None, f"no close frame from the server ({exc})"
+        assert exc.rcvd.code == code, f"close code {exc.rcvd.code}, want {code}"
+        return
+    await expect_close(conn, code, timeout)
+
+
 async def expect_close(conn, code, timeout=10):
     """The server closes `conn` with `code`; any frame before that is a failure."""
     try:
@@ -64,13 +78,11 @@ def test_message_over_limit_closes_1009_and_others_keep_working(server_factory):
                 assert resp["id"] == "at-limit"
             # One byte over: 1009, for this connection only.
             async with Conn(srv.url) as c:
-                await c.send_raw(padded_request(limit + 1, id="over"))
-                await expect_close(c, 1009)
+                await send_expect_close(c, padded_request(limit + 1, id="over"), 1009)
             await bystander_ok(bystander)
             # Far over, while the bystander is mid-conversation.
             async with Conn(srv.url) as c:
-                await c.send_raw(padded_request(limit * 20))
-                await expect_close(c, 1009)
+                await send_expect_close(c, padded_request(limit * 20), 1009)
             await bystander_ok(bystander)
             assert srv.running()
 
@@ -122,8 +134,7 @@ def test_default_limit_is_4_mib(server):
             resp = await c.recv()
             assert_success(resp)
         async with Conn(server.url) as c:
-            await c.send_raw(padded_request(4 * 1024 * 1024 + 1))
-            await expect_close(c, 1009)
+            await send_expect_close(c, padded_request(4 * 1024 * 1024 + 1), 1009)
 
     run(go())
 
@@ -137,8 +148,7 @@ def test_compressed_message_limit_applies_to_inflated_size(server_factory):
             if not c.ws.extensions:
                 pytest.skip("server did not negotiate permessage-deflate")
             # ~1 MiB of one character compresses to about a kilobyte.
-            await c.send_raw(padded_request(1024 * 1024))
-            await expect_close(c, 1009)
+            await send_expect_close(c, padded_request(1024 * 1024), 1009)
         async with Conn(srv.url, compression="deflate") as c:
             await c.send_raw(padded_request(60000, id="z"))
             resp = await c.recv()

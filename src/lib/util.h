@@ -1,0 +1,18 @@
+/*
+ * util.h - small helpers with no better home: random ids and time text.
+ */
+#ifndef PMCP_UTIL_H
+#define PMCP_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Random UUID version 4 text, 36 characters + NUL (getrandom). */
+void util_uuid4(char out[40]);
+/* Epoch seconds -> "2025-10-15T10:30:00.123456+00:00" (or "...Z" when z). */
+void util_iso_time(double epoch, char out[40], bool z);
+/* 64-bit FNV-1a of n bytes. */
+uint64_t util_hash64(const void *data, size_t n);
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * mem_internal.h - shared by the files of src/memory/ only.
+ */
+#ifndef PMCP_MEM_INTERNAL_H
+#define PMCP_MEM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "memory/memory.h"
+#include "store/store.h"
+
+#define MEM_MAP_BUCKETS 1024
+#define MEM_MODEL_LEN 64
+#define MEM_PERSONA_MAX 200 /* bytes of a persona_id */
+
+/* One persona's vectors in RAM, rows in seq order (seq = SQLite rowid,
+ * increasing in commit order, so a binary search finds a row). */
+typedef struct mem_coll {
+    struct mem_coll *next; /* hash bucket chain */
+    char *persona_id;
+    pthread_rwlock_t lock;
+    bool loaded;
+    char model[MEM_MODEL_LEN]; /* "" = no memories stored yet */
+    int dim;
+    size_t n, cap;
+    float *vecs;
+    int64_t *seq;
+    float *importance;
+    uint16_t *type_id;
+    uint8_t *vis;     /* 0 private, 1 shared, 2 public */
+    double *created;  /* epoch seconds */
+    int64_t max_seq;
+    /* Aggregates for memory.stats, kept in step with the rows so statistics
+     * of a loaded collection cost O(types), not O(rows). */
+    double sum_importance;
+    size_t high_count;     /* importance >= 0.7 */
+    uint32_t *type_counts; /* by type id */
+    size_t ntype_counts;
+    int64_t today;         /* UTC day number today_count refers to */
+    size_t today_count;
+    atomic_uint_fast64_t last_used_ns;
+} mem_coll;
+
+typedef struct mem_maint_stats {
+    /* pruning */
+    int64_t prune_ops, prune_removed, prune_personas;
+    double prune_seconds, last_global_prune;
+    /* decay */
+    int64_t decay_cycles, decay_decayed, decay_auto_prunes;
+    double decay_last_run;
+    mem_decay_result recent;
+} mem_maint_stats;
+
+struct mem_store {
+    store *st;
+    mem_config cfg;
+    char model[MEM_MODEL_LEN];
+    pthread_mutex_t map_mu;
+    mem_coll *buckets[MEM_MAP_BUCKETS];
+    pthread_mutex_t types_mu;
+    char **types;
+    size_t ntypes;
+    atomic_uint_fast64_t loads, evictions, load_ns, resident_bytes;
+    pthread_mutex_t stats_mu; /* guards maint, pruning_now, prune times */
+    mem_maint_stats maint;
+    struct mem_prune_mark *prune_marks; /* per persona: last prune time, running */
+    pthread_mutex_t decay_mu;
+    pthread_cond_t decay_cv;
+    pthread_t decay_thread;
+    bool decay_running, decay_quit;
+};
+
+/* mem_coll.c */
+mem_coll *coll_get(mem_store *m, const char *persona_id);
+/* Load if needed; returns with the read lock held, or -1 with e set. */
+int coll_acquire(mem_store *m, mem_coll *c, mem_err *e);
+void coll_release(mem_coll *c);
+void coll_apply_insert(mem_store *m, mem_coll *c, int64_t seq, const float *vec, int dim,
+                       const char *model, double importance, const char *type, int vis,
+                       double created);
+void coll_apply_delete(mem_store *m, mem_coll *c, const int64_t *seqs, size_t n);
+void coll_apply_update(mem_store *m, mem_coll *c, int64_t seq, double importance, const char *type,
+                       int vis, const float *vec);
+void coll_forget(mem_store *m, mem_coll *c);
+/* Bring today_count to the current day (caller holds the write lock). */
+void coll_refresh_today(mem_coll *c);
+int64_t coll_day(double epoch);
+void coll_free_all(mem_store *m);
+/* Row index of seq in a loaded collection, or -1. Caller holds a lock. */
+long coll_find(const mem_coll *c, int64_t seq);
+int mem_type_id(mem_store *m, const char *type, bool create);
+int mem_vis_code(const char *v); /* -1 for an unknown name */
+const char *mem_vis_name(int code);
+
+/* mem_write.c: embedding of a query or item; checks the collection model. */
+int mem_embed_for(mem_store *m, mem_coll *c, const char *text, const float *given, int given_dim,
+                  float **out, int *dim, char model[MEM_MODEL_LEN], jarena *a, mem_err *e);
+int mem_fail(mem_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* mem_search.c: read full rows by seq through a pool connection. */
+int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, const float *scores, size_t n,
+                   jarena *a, mem_row *out, size_t *got);
+
+#endif

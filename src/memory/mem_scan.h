@@ -1,0 +1,27 @@
+/*
+ * mem_scan.h - exact top-k by inner product over contiguous float32 rows.
+ *
+ * Rows and query are unit vectors, so the inner product is the cosine. The
+ * dot product is written so the compiler vectorises it (AVX2/AVX-512 clones
+ * chosen at run time); the top-k is a bounded min-heap. Recall is 1.0 by
+ * construction. Ties are broken by lower row index so results are stable.
+ */
+#ifndef PMCP_MEM_SCAN_H
+#define PMCP_MEM_SCAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mem_hit {
+    uint32_t row;
+    float score;
+} mem_hit;
+
+float mem_dot(const float *a, const float *b, int dim);
+
+/* Scan n rows of dim floats; keep rows whose keep[row] is non-zero (keep may
+ * be NULL for all). Writes up to k hits, best first, and returns how many. */
+size_t mem_topk(const float *rows, size_t n, int dim, const float *q, const uint8_t *keep,
+                size_t k, mem_hit *out);
+
+#endif

@@ -1,0 +1,187 @@
+/*
+ * memory.h - long-term memory of personas: store, search, maintain.
+ *
+ * SQLite (table `memories`) is the one store of record; every write goes
+ * through the store's writer thread and is acknowledged after commit. For
+ * search, each persona's embeddings and the fields ranking filters need
+ * (importance, type, visibility) are loaded into RAM on first use (a
+ * "collection") and kept in step after every commit. Collections are a
+ * cache: statistics, cross-persona search, pruning and decay read SQLite or
+ * load what they need, so nothing is missed after a restart. Cold
+ * collections are evicted under a byte budget.
+ *
+ * Threads: every function here may block (SQLite, scans) and must run on a
+ * worker thread, never on the service thread.
+ * Ownership: rows returned by searches live in the caller's arena.
+ */
+#ifndef PMCP_MEMORY_H
+#define PMCP_MEMORY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/json.h"
+#include "memory/mem_policy.h"
+#include "memory/mem_score.h"
+
+struct store;
+struct jw;
+
+typedef struct mem_config {
+    int dim;                /* built-in embedder dimension (default 384) */
+    size_t budget_bytes;    /* resident collections (default 1 GiB) */
+    mem_weights weights;
+    prune_config prune;
+    decay_config decay;
+    bool decay_autostart;   /* start the background decay loop at boot */
+} mem_config;
+
+void mem_config_default(mem_config *c);
+
+typedef struct mem_store mem_store;
+
+typedef struct mem_err {
+    int code; /* a JSON-RPC code: -32602 bad input, -32002 memory error */
+    char msg[256];
+} mem_err;
+
+int mem_open(mem_store **out, struct store *st, const mem_config *cfg, char *err, size_t errlen);
+void mem_close(mem_store *m);
+
+/* ---- store ------------------------------------------------------------------ */
+
+typedef struct mem_item {
+    const char *persona_id;
+    const char *content;
+    const char *memory_type;   /* default "user_input" */
+    double importance;         /* used unless auto_importance */
+    bool auto_importance;      /* score with mem_importance() */
+    const mem_interest *speaker; /* for auto scoring; may be NULL */
+    double emotional_valence;
+    const char *related_json;  /* JSON array of strings, default "[]" */
+    const char *visibility;    /* private|shared|public */
+    const char *metadata_json; /* JSON object, default "{}" */
+    const float *embedding;    /* client-supplied; NULL = built-in embedder */
+    int embedding_dim;
+} mem_item;
+
+typedef struct mem_added {
+    char id[40];
+    bool duplicate; /* the same content was already stored: id is the old one */
+    double importance;
+} mem_added;
+
+/* Store n memories in one transaction (all or nothing). */
+int mem_add(mem_store *m, const mem_item *items, size_t n, mem_added *out, mem_err *e);
+
+typedef struct mem_patch {
+    const char *content;    /* NULL = unchanged (re-embedded when changed) */
+    const char *memory_type;
+    bool set_importance;
+    double importance;
+    const char *visibility;
+    const char *metadata_json;
+    bool set_valence;
+    double emotional_valence;
+} mem_patch;
+
+/* 0 ok, 1 no such memory, -1 error in e. */
+int mem_update(mem_store *m, const char *id, const mem_patch *p, mem_err *e);
+int mem_delete(mem_store *m, const char *id, char *persona_out, size_t n, mem_err *e);
+/* Drop a persona's collection from RAM (after its rows were deleted). */
+void mem_forget_persona(mem_store *m, const char *persona_id);
+
+/* ---- search ----------------------------------------------------------------- */
+
+enum { MEM_VIS_PRIVATE = 1, MEM_VIS_SHARED = 2, MEM_VIS_PUBLIC = 4, MEM_VIS_ALL = 7 };
+
+typedef struct mem_query {
+    const char *persona_id;
+    const char *text;
+    const float *embedding; /* instead of text */
+    int embedding_dim;
+    size_t k;
+    double min_importance;
+    const char *memory_type; /* NULL = any */
+    unsigned vis_mask;       /* MEM_VIS_*; 0 = all */
+    bool hybrid;             /* fuse FTS5 BM25 with the vector ranking */
+    bool record_access;      /* count the hits as accesses (default true) */
+} mem_query;
+
+typedef struct mem_row {
+    int64_t seq;
+    char id[40];
+    const char *persona_id;
+    const char *content;
+    const char *memory_type;
+    double importance, emotional_valence, similarity;
+    const char *related_json;
+    const char *visibility;
+    const char *metadata_json;
+    double created_at, last_accessed;
+    int64_t accessed_count;
+} mem_row;
+
+int mem_search(mem_store *m, const mem_query *q, jarena *a, mem_row **rows, size_t *n, mem_err *e);
+
+typedef struct mem_cross_query {
+    const char *requester;
+    const char *text;
+    size_t k;
+    double min_importance;
+    bool include_shared, include_public;
+} mem_cross_query;
+
+int mem_search_cross(mem_store *m, const mem_cross_query *q, jarena *a, mem_row **rows, size_t *n,
+                     mem_err *e);
+
+/* Every memory of a persona, most recent first, paginated (for resources). */
+int mem_list(mem_store *m, const char *persona_id, size_t offset, size_t limit, jarena *a,
+             mem_row **rows, size_t *n, mem_err *e);
+
+/* ---- statistics and maintenance ------------------------------------------- */
+
+/* memory.stats object for a persona (spec §2.5), from the collection's
+ * aggregates (loading it if needed). */
+int mem_write_stats(mem_store *m, const char *persona_id, struct jw *w, mem_err *e);
+/* True when mem_write_stats() would not touch SQLite (collection loaded):
+ * the service thread may then call it inline. Never blocks for long. */
+bool mem_stats_ready(mem_store *m, const char *persona_id);
+int mem_write_shared_stats(mem_store *m, struct jw *w, mem_err *e);
+void mem_write_collection_metrics(mem_store *m, struct jw *w); /* Prometheus text */
+
+typedef struct mem_prune_result {
+    bool pruned; /* false: no pruning needed */
+    int64_t before, after, removed;
+    double avg_importance_pruned, avg_importance_kept;
+    double seconds;
+    double min_pruned, max_pruned;
+} mem_prune_result;
+
+int mem_prune(mem_store *m, const char *persona_id, bool force, bool dry_run, mem_prune_result *r,
+              mem_err *e);
+/* Prune every persona that needs it; returns personas processed. */
+int mem_prune_all(mem_store *m, int64_t *before, int64_t *after, int *errors, double *secs);
+void mem_write_prune_stats(mem_store *m, struct jw *w);
+
+typedef struct mem_decay_result {
+    int personas;
+    int64_t processed, decayed;
+    int auto_prunes;
+    double avg_decay, seconds;
+} mem_decay_result;
+
+int mem_decay_persona(mem_store *m, const char *persona_id, mem_decay_result *r, mem_err *e);
+int mem_decay_force(mem_store *m, const char *persona_id, double factor, mem_decay_result *r,
+                    mem_err *e);
+int mem_decay_cycle(mem_store *m, mem_decay_result *r, mem_err *e);
+bool mem_decay_start(mem_store *m); /* false if already running */
+bool mem_decay_stop(mem_store *m);
+void mem_write_decay_stats(mem_store *m, struct jw *w);
+const mem_config *mem_get_config(mem_store *m);
+
+/* The built-in embedder's model id of this store ("builtin-hash-v1/384"). */
+const char *mem_model(mem_store *m);
+
+#endif
