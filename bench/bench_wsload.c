@@ -483,8 +483,7 @@ static const char *skip_value(const char *p, const char *e)
 }
 
 /* Top-level keys of a JSON-RPC response: integer id, presence of result and error. */
-static bool scan_response(const char *p, size_t n, uint64_t *id, bool *has_result,
-                          bool *has_error)
+static bool scan_response(const char *p, size_t n, uint64_t *id, bool *has_result, bool *has_error)
 {
     const char *e = p + n;
     bool id_ok = false;
@@ -721,39 +720,71 @@ static void usage(FILE *f)
 
 static void parse_args(int argc, char **argv)
 {
-    static const struct option longs[] = {
-        {"host", required_argument, 0, 'h'},     {"port", required_argument, 0, 'p'},
-        {"conns", required_argument, 0, 'c'},    {"inflight", required_argument, 0, 'i'},
-        {"seconds", required_argument, 0, 's'},  {"warmup", required_argument, 0, 'w'},
-        {"persona", required_argument, 0, 'P'},  {"path", required_argument, 0, 'u'},
-        {"idle", no_argument, 0, 'I'},           {"ready-file", required_argument, 0, 'r'},
-        {"connect-timeout", required_argument, 0, 't'},
-        {"max-pending", required_argument, 0, 'm'}, {"help", no_argument, 0, 'H'},
-        {0, 0, 0, 0}};
+    static const struct option longs[] = {{"host", required_argument, 0, 'h'},
+                                          {"port", required_argument, 0, 'p'},
+                                          {"conns", required_argument, 0, 'c'},
+                                          {"inflight", required_argument, 0, 'i'},
+                                          {"seconds", required_argument, 0, 's'},
+                                          {"warmup", required_argument, 0, 'w'},
+                                          {"persona", required_argument, 0, 'P'},
+                                          {"path", required_argument, 0, 'u'},
+                                          {"idle", no_argument, 0, 'I'},
+                                          {"ready-file", required_argument, 0, 'r'},
+                                          {"connect-timeout", required_argument, 0, 't'},
+                                          {"max-pending", required_argument, 0, 'm'},
+                                          {"help", no_argument, 0, 'H'},
+                                          {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (ch) {
-        case 'h': opt.host = optarg; break;
-        case 'p': opt.port = atoi(optarg); break;
-        case 'c': opt.conns = atoi(optarg); break;
-        case 'i': opt.inflight = atoi(optarg); break;
-        case 's': opt.seconds = atof(optarg); break;
-        case 'w': opt.warmup = atof(optarg); break;
-        case 'P': opt.persona = optarg; break;
-        case 'u': opt.path = optarg; break;
-        case 'I': opt.idle = true; break;
-        case 'r': opt.ready_file = optarg; break;
-        case 't': opt.connect_timeout = atof(optarg); break;
-        case 'm': opt.max_pending = atoi(optarg); break;
-        case 'H': usage(stdout); exit(0);
-        default: usage(stderr); exit(2);
+        case 'h':
+            opt.host = optarg;
+            break;
+        case 'p':
+            opt.port = atoi(optarg);
+            break;
+        case 'c':
+            opt.conns = atoi(optarg);
+            break;
+        case 'i':
+            opt.inflight = atoi(optarg);
+            break;
+        case 's':
+            opt.seconds = atof(optarg);
+            break;
+        case 'w':
+            opt.warmup = atof(optarg);
+            break;
+        case 'P':
+            opt.persona = optarg;
+            break;
+        case 'u':
+            opt.path = optarg;
+            break;
+        case 'I':
+            opt.idle = true;
+            break;
+        case 'r':
+            opt.ready_file = optarg;
+            break;
+        case 't':
+            opt.connect_timeout = atof(optarg);
+            break;
+        case 'm':
+            opt.max_pending = atoi(optarg);
+            break;
+        case 'H':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            exit(2);
         }
     }
     bool bad = opt.port <= 0 || opt.port > 65535 || opt.conns <= 0 || opt.conns > 1000000 ||
                opt.inflight <= 0 || opt.inflight > 65536 || !(opt.seconds > 0) ||
-               opt.seconds > 86400 || opt.warmup < 0 || opt.warmup > 3600 ||
-               opt.max_pending <= 0 || opt.path[0] != '/' ||
-               (!opt.idle && (!opt.persona || !*opt.persona));
+               opt.seconds > 86400 || opt.warmup < 0 || opt.warmup > 3600 || opt.max_pending <= 0 ||
+               opt.path[0] != '/' || (!opt.idle && (!opt.persona || !*opt.persona));
     if (bad || optind != argc) {
         usage(stderr);
         exit(2);
@@ -789,8 +820,10 @@ static int connect_all(struct conn *cs, const struct sockaddr_storage *sa, sockl
                 int err = 0;
                 socklen_t len = sizeof(err);
                 getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-                if (err) alive = false;
-                else send_handshake(c);
+                if (err)
+                    alive = false;
+                else
+                    send_handshake(c);
             }
             if (alive && (evs[i].events & EPOLLOUT)) alive = conn_flush(c);
             if (alive && (evs[i].events & EPOLLIN)) alive = conn_read(c, now_ns());
@@ -842,8 +875,7 @@ static void run_loop(struct conn *cs, uint64_t until, bool draining)
             if (c->state != C_OPEN) continue;
             bool alive = true;
             if (evs[i].events & EPOLLOUT) alive = conn_flush(c);
-            if (alive && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-                alive = conn_read(c, t);
+            if (alive && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) alive = conn_read(c, t);
             if (alive && c->out.len > c->out.off) alive = conn_flush(c);
             if (!alive) {
                 if (!opt.idle) st.errors += c->count + 1;
@@ -943,8 +975,8 @@ static int run_load(struct conn *cs, int open)
     printf("RESULT mode=load conns=%d open=%d inflight=%d seconds=%.3f requests=%llu rps=%.1f "
            "p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f errors=%llu "
            "total_responses=%llu connect_failures=%llu\n",
-           opt.conns, open, opt.inflight, secs, (unsigned long long)st.measured, rps,
-           pct_us(0.50), pct_us(0.90), pct_us(0.99), pct_us(0.999), mx,
+           opt.conns, open, opt.inflight, secs, (unsigned long long)st.measured, rps, pct_us(0.50),
+           pct_us(0.90), pct_us(0.99), pct_us(0.999), mx,
            (unsigned long long)(st.errors + st.connect_failures),
            (unsigned long long)st.total_responses, (unsigned long long)st.connect_failures);
     return (st.errors == 0 && st.connect_failures == 0 && st.measured > 0) ? 0 : 1;
@@ -982,11 +1014,11 @@ int main(int argc, char **argv)
     int open = connect_all(cs, &sa, salen);
     if (open < opt.conns)
         fprintf(stderr, "bench_wsload: %d of %d connections failed%s%d\n", opt.conns - open,
-                opt.conns, st.http_status_seen ? "; last HTTP status " : "",
-                st.http_status_seen);
+                opt.conns, st.http_status_seen ? "; last HTTP status " : "", st.http_status_seen);
     int rc = open == 0 ? 1 : opt.idle ? run_idle(cs, open) : run_load(cs, open);
-    if (open == 0) printf("RESULT mode=%s conns=%d open=0 errors=%d\n",
-                          opt.idle ? "idle" : "load", opt.conns, opt.conns);
+    if (open == 0)
+        printf("RESULT mode=%s conns=%d open=0 errors=%d\n", opt.idle ? "idle" : "load", opt.conns,
+               opt.conns);
     free(rings);
     free(cs);
     free(st.samples);

@@ -291,13 +291,14 @@ static size_t put_special(jw *w, const unsigned char *s, size_t n)
     return adv;
 }
 
-/* Length of the leading run of s with no special byte. Eight bytes per step:
- * a word's high bits light up for a byte >= 0x80 (x), < 0x20 (x - 0x20) or
- * equal to '"' or '\\' (zero after the xor, minus 1). Bytes >= 0x80 are
- * caught by x itself, so the other terms only matter for ASCII bytes, where
- * they cannot misfire except through a borrow out of a lower byte that was a
- * hit anyway. The byte loop then finds the exact position. */
-static size_t plain_run(const unsigned char *s, size_t n)
+/* Copies the leading run of s that has no special byte to dst (room for n
+ * bytes) and returns its length. Eight bytes per step: a word's high bits
+ * light up for a byte >= 0x80 (x), < 0x20 (x - 0x20) or equal to '"' or
+ * '\\' (zero after the xor, minus 1). Bytes >= 0x80 are caught by x itself,
+ * so the other terms only matter for ASCII bytes, where they cannot misfire
+ * except through a borrow out of a lower byte that was a hit anyway. The
+ * byte loop then finds the exact position. */
+static size_t copy_plain(char *dst, const unsigned char *s, size_t n)
 {
     const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
     size_t i = 0;
@@ -306,25 +307,25 @@ static size_t plain_run(const unsigned char *s, size_t n)
         memcpy(&x, s + i, 8);
         uint64_t q = (x ^ (ones * '"')) - ones, b = (x ^ (ones * '\\')) - ones;
         if ((x | (x - ones * 0x20) | q | b) & highs) break;
+        memcpy(dst + i, &x, 8);
     }
-    while (i < n && !k_special[s[i]]) i++;
+    for (; i < n && !k_special[s[i]]; i++) dst[i] = (char)s[i];
     return i;
 }
 
 /* Writes "s" (escaped) followed by suffix if it is not 0. Plain strings, the
- * common case, take one reservation and one memcpy. */
+ * common case, take one reservation and one pass. */
 static void put_escaped(jw *w, const char *str, size_t n, char suffix)
 {
     const unsigned char *s = (const unsigned char *)str;
     char *p = jw_reserve(w, n + 3);
-    size_t i = plain_run(s, n);
-    *p++ = '"';
-    memcpy(p, s, i);
+    *p = '"';
+    size_t i = copy_plain(p + 1, s, n);
     w->len += i + 1;
     while (i < n) {
         i += put_special(w, s + i, n - i);
-        size_t run = plain_run(s + i, n - i);
-        put(w, s + i, run);
+        size_t run = copy_plain(jw_reserve(w, n - i), s + i, n - i);
+        w->len += run;
         i += run;
     }
     p = jw_reserve(w, 2);

@@ -41,11 +41,16 @@ typedef struct net_job {
     char *raw; /* the message, with JSON_PADDING spare bytes */
     size_t len;
     uint64_t t0;
+    bool ordered; /* its handler deferred an ordered answer: the sink finishes it */
     jw out;
 } net_job;
 
 struct net_conn {
+    rpc_sink sink; /* first member: a net_conn is its own sink */
     atomic_int refs;
+    pthread_mutex_t defer_mu; /* open deferrals, touched from any thread */
+    rpc_deferred **defers;
+    size_t ndefers, defers_cap;
     struct lws *wsi; /* NULL once closed */
     app *app;
     rpc_session *sess;
@@ -78,10 +83,15 @@ static struct {
 
 /* ---- connection objects ---------------------------------------------------- */
 
+static const rpc_sink_ops g_sink_ops;
+
 static net_conn *conn_new(app *a, struct lws *wsi)
 {
     net_conn *c = calloc(1, sizeof *c);
     if (!c) abort();
+    c->sink.ops = &g_sink_ops;
+    c->sink.headroom = LWS_PRE;
+    pthread_mutex_init(&c->defer_mu, NULL);
     atomic_init(&c->refs, 1);
     c->wsi = wsi;
     c->app = a;
@@ -93,6 +103,8 @@ static void conn_unref(net_conn *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1) return;
     rpc_session_unref(c->sess);
+    pthread_mutex_destroy(&c->defer_mu);
+    free(c->defers);
     free(c->rx);
     free(c);
 }
@@ -198,17 +210,21 @@ static void run_posts(app *a)
 
 static void conn_drain_pending(net_conn *c);
 
+/* A request of c is complete: let the next one run. */
+static void conn_unbusy(net_conn *c)
+{
+    S.jobs_in_flight--;
+    c->busy = false;
+    if (c->wsi) conn_drain_pending(c);
+}
+
 static void job_done(app *a, void *arg)
 {
     (void)a;
     net_job *j = arg;
     net_conn *c = j->conn;
-    S.jobs_in_flight--;
-    c->busy = false;
-    if (c->wsi) {
-        conn_queue_out(c, &j->out);
-        conn_drain_pending(c);
-    }
+    if (c->wsi) conn_queue_out(c, &j->out);
+    if (!j->ordered) conn_unbusy(c); /* else the sink's finish does it */
     job_free(j);
 }
 
@@ -221,7 +237,9 @@ static void job_run(void *arg)
     json_error err;
     jv *msg = json_parse(&arena, j->raw, j->len, j->len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH,
                          &err);
-    if (msg) rpc_execute(c->app, c->sess, msg, &j->out, &arena, j->t0);
+    if (msg)
+        j->ordered = rpc_execute(c->app, c->sess, &c->sink, msg, &j->out, &arena, j->t0) ==
+                     RPC_EXEC_ORDERED;
     jarena_free(&arena);
     net_post(c->app, job_done, j);
 }
@@ -267,7 +285,10 @@ static void execute(net_conn *c, const char *data, size_t len, size_t cap, uint6
     if (msg) {
         jw w;
         jw_init(&w, LWS_PRE, 512);
-        rpc_execute(c->app, c->sess, msg, &w, &S.scratch, t0);
+        if (rpc_execute(c->app, c->sess, &c->sink, msg, &w, &S.scratch, t0) == RPC_EXEC_ORDERED) {
+            c->busy = true; /* the sink's finish releases it */
+            S.jobs_in_flight++;
+        }
         conn_queue_out(c, &w);
     }
     if (j) job_free(j);
@@ -321,6 +342,99 @@ static void on_message(net_conn *c, const char *data, size_t len, size_t cap)
         c->pending_head = j;
     c->pending_tail = j;
     c->pending++;
+}
+
+/* ---- the connection as an rpc_sink ------------------------------------------ */
+
+typedef struct sink_frame {
+    net_conn *conn;
+    jw frame;
+} sink_frame;
+
+static void sink_frame_run(app *a, void *arg)
+{
+    (void)a;
+    sink_frame *f = arg;
+    conn_queue_out(f->conn, &f->frame); /* frees the frame if the conn is gone */
+    conn_unref(f->conn);
+    free(f);
+}
+
+static void sink_send(rpc_sink *s, jw *frame)
+{
+    net_conn *c = (net_conn *)s;
+    sink_frame *f = malloc(sizeof *f);
+    if (!f) abort();
+    f->conn = c;
+    f->frame = *frame;
+    memset(frame, 0, sizeof *frame);
+    atomic_fetch_add(&c->refs, 1);
+    net_post(c->app, sink_frame_run, f);
+}
+
+static void sink_finish_run(app *a, void *arg)
+{
+    (void)a;
+    net_conn *c = arg;
+    conn_unbusy(c);
+    conn_unref(c);
+}
+
+static void sink_finish(rpc_sink *s)
+{
+    net_conn *c = (net_conn *)s;
+    atomic_fetch_add(&c->refs, 1);
+    net_post(c->app, sink_finish_run, c);
+}
+
+static void sink_ref(rpc_sink *s)
+{
+    atomic_fetch_add(&((net_conn *)s)->refs, 1);
+}
+
+static void sink_unref(rpc_sink *s)
+{
+    conn_unref((net_conn *)s);
+}
+
+static void sink_watch(rpc_sink *s, rpc_deferred *d)
+{
+    net_conn *c = (net_conn *)s;
+    pthread_mutex_lock(&c->defer_mu);
+    if (c->ndefers == c->defers_cap) {
+        c->defers_cap = c->defers_cap ? c->defers_cap * 2 : 4;
+        c->defers = realloc(c->defers, c->defers_cap * sizeof *c->defers);
+        if (!c->defers) abort();
+    }
+    c->defers[c->ndefers++] = d;
+    bool gone = c->wsi == NULL;
+    pthread_mutex_unlock(&c->defer_mu);
+    if (gone) rpc_deferred_closed(d);
+}
+
+static void sink_unwatch(rpc_sink *s, rpc_deferred *d)
+{
+    net_conn *c = (net_conn *)s;
+    pthread_mutex_lock(&c->defer_mu);
+    for (size_t i = 0; i < c->ndefers; i++)
+        if (c->defers[i] == d) {
+            c->defers[i] = c->defers[--c->ndefers];
+            break;
+        }
+    pthread_mutex_unlock(&c->defer_mu);
+}
+
+static const rpc_sink_ops g_sink_ops = {sink_send,  sink_finish,  sink_ref,
+                                        sink_unref, sink_watch, sink_unwatch};
+
+/* The client went away: tell every open deferral (their hooks cancel
+ * backend requests; they must not end the deferral synchronously). */
+static void conn_close_defers(net_conn *c)
+{
+    pthread_mutex_lock(&c->defer_mu);
+    c->wsi = NULL;
+    for (size_t i = 0; i < c->ndefers; i++) rpc_deferred_closed(c->defers[i]);
+    pthread_mutex_unlock(&c->defer_mu);
 }
 
 /* ---- WebSocket callbacks ---------------------------------------------------- */
@@ -426,7 +540,7 @@ static void ws_closed(app *a, net_pss *pss)
     pss->conn = NULL;
     atomic_fetch_sub(&a->connections, 1);
     log_debug("connection closed", "conn=%llu", (unsigned long long)c->sess->id);
-    c->wsi = NULL;
+    conn_close_defers(c); /* also clears c->wsi */
     conn_drop_queues(c);
     conn_unref(c);
 }

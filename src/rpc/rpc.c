@@ -172,6 +172,7 @@ static const char *check_request(const jv *msg, const jv **id, bool *notificatio
 
 static void run_handler(rpc_call *c, const rpc_method *m, const jv *id, bool notify)
 {
+    c->req_id = id;
     jw *out = c->out;
     size_t mark = jw_size(out);
     if (!notify) {
@@ -181,6 +182,10 @@ static void run_handler(rpc_call *c, const rpc_method *m, const jv *id, bool not
     }
     size_t body = jw_size(out);
     int rc = m->fn(c);
+    if (rc == 0 && c->deferred) {
+        jw_truncate(out, mark); /* it answers later through its rpc_deferred */
+        return;
+    }
     if (rc == 0 && jw_size(out) == body) jw_null(out); /* a handler that wrote nothing */
     if (notify) {
         jw_truncate(out, mark);
@@ -196,9 +201,10 @@ static void run_handler(rpc_call *c, const rpc_method *m, const jv *id, bool not
     jw_obj_end(out);
 }
 
-/* One request object. Returns true when it produced a response. */
-static bool execute_one(app *a, rpc_session *s, const jv *msg, jw *out, jarena *scratch,
-                        uint64_t t0)
+/* One request object. Returns true when it produced a response; sets
+ * *ordered when its handler took an ordered deferral. */
+static bool execute_one(app *a, rpc_session *s, rpc_sink *sink, bool can_defer, const jv *msg,
+                        jw *out, jarena *scratch, uint64_t t0, bool *ordered)
 {
     const jv *id;
     bool notify;
@@ -223,7 +229,8 @@ static bool execute_one(app *a, rpc_session *s, const jv *msg, jw *out, jarena *
     const jv *params = jv_get(msg, "params");
     if (params && params->type == JV_NULL) params = NULL;
     rpc_call c = {.app = a, .sess = s, .method = name, .params = params, .out = out,
-                  .arena = scratch};
+                  .arena = scratch, .sink = sink, .can_defer = can_defer && sink && !notify,
+                  .method_index = idx, .t0 = t0};
     if (params && params->type == JV_ARRAY) {
         if (!notify)
             rpc_write_error(out, id, RPC_INVALID_PARAMS,
@@ -232,29 +239,36 @@ static bool execute_one(app *a, rpc_session *s, const jv *msg, jw *out, jarena *
         return !notify;
     }
     run_handler(&c, m, id, notify);
+    if (c.deferred) {
+        *ordered = c.ordered;
+        return false; /* metrics at rpc_deferred_end */
+    }
     metrics_request(idx, c.err_code == 0, metrics_now_ns() - t0);
     return !notify;
 }
 
-void rpc_execute(app *a, rpc_session *s, const jv *msg, jw *out, jarena *scratch, uint64_t t0)
+int rpc_execute(app *a, rpc_session *s, rpc_sink *sink, const jv *msg, jw *out, jarena *scratch,
+                uint64_t t0)
 {
+    bool ordered = false;
     if (msg->type != JV_ARRAY) {
-        execute_one(a, s, msg, out, scratch, t0);
-        return;
+        execute_one(a, s, sink, true, msg, out, scratch, t0, &ordered);
+        return ordered ? RPC_EXEC_ORDERED : RPC_EXEC_DONE;
     }
     if (msg->len == 0) {
         rpc_write_error(out, NULL, RPC_INVALID_REQUEST, "Invalid Request: empty batch", NULL);
-        return;
+        return RPC_EXEC_DONE;
     }
     size_t mark = jw_size(out);
     jw_arr_begin(out);
     bool any = false;
     for (uint32_t i = 0; i < msg->len; i++)
-        any |= execute_one(a, s, &msg->u.items[i], out, scratch, t0);
+        any |= execute_one(a, s, sink, false, &msg->u.items[i], out, scratch, t0, &ordered);
     if (any)
         jw_arr_end(out);
     else
         jw_truncate(out, mark); /* only notifications: no response at all */
+    return RPC_EXEC_DONE;
 }
 
 rpc_where rpc_message_where(app *a, rpc_session *s, const jv *msg)

@@ -59,8 +59,42 @@ void rpc_session_set_current(rpc_session *s, const char *id);
 /* Clear the current persona if it is `id`. */
 void rpc_session_forget(rpc_session *s, const char *id);
 
+/* ---- sinks and deferred responses -----------------------------------------
+ * A transport gives each connection a sink: a way to send complete frames
+ * to that client from any thread. A handler that cannot answer before it
+ * returns (an LLM reply, a stream of events) calls rpc_defer() and answers
+ * later through the rpc_deferred. An ordered deferral keeps the
+ * connection's later requests waiting until rpc_deferred_end(), so
+ * responses stay in request order; an unordered one (a stream) lets them
+ * through while it runs. */
+typedef struct rpc_sink rpc_sink;
+typedef struct rpc_deferred rpc_deferred;
+
+typedef struct rpc_sink_ops {
+    void (*send)(rpc_sink *s, jw *frame); /* takes frame's buffer; any thread */
+    void (*finish)(rpc_sink *s);          /* an ordered deferral ended; any thread */
+    void (*ref)(rpc_sink *s);
+    void (*unref)(rpc_sink *s);
+    /* Track open deferrals so a closing connection can cancel them. */
+    void (*watch)(rpc_sink *s, rpc_deferred *d);
+    void (*unwatch)(rpc_sink *s, rpc_deferred *d);
+} rpc_sink_ops;
+
+struct rpc_sink {
+    const rpc_sink_ops *ops;
+    size_t headroom; /* bytes a frame buffer keeps in front (LWS_PRE) */
+};
+
 typedef struct rpc_call {
     app *app;
+    rpc_sink *sink;   /* NULL when the transport cannot defer */
+    bool can_defer;   /* false inside batches */
+    bool deferred;    /* set by rpc_defer() */
+    bool ordered;
+    rpc_deferred *def;
+    int method_index;
+    uint64_t t0;
+    const jv *req_id;
     rpc_session *sess;
     const char *method;
     const jv *params; /* an object, or NULL when absent/null */
@@ -92,10 +126,31 @@ const rpc_method *rpc_lookup(const char *name, int *index);
 
 int rpc_fail(rpc_call *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Take over the response: returns NULL when this call cannot be deferred
+ * (then answer synchronously). After a successful rpc_defer the handler
+ * returns 0 and writes nothing. */
+rpc_deferred *rpc_defer(rpc_call *c, bool ordered, const jv *id);
+/* Send {"jsonrpc":"2.0","result":<result>,"id":<id>} (result = JSON text). */
+void rpc_deferred_result(rpc_deferred *d, const char *result, size_t len);
+/* Send an error frame; data (JSON text) may be NULL. */
+void rpc_deferred_error(rpc_deferred *d, int code, const char *msg, const char *data);
+/* Called (once, on the service thread) if the client goes away first. */
+void rpc_deferred_on_close(rpc_deferred *d, void (*fn)(void *ctx), void *ctx);
+/* The id as JSON text ("null" if none). */
+const char *rpc_deferred_id(rpc_deferred *d);
+uint64_t rpc_deferred_session(rpc_deferred *d);
+/* The end: releases the sink; for ordered deferrals, lets the connection go
+ * on. ok feeds the request metrics. */
+void rpc_deferred_end(rpc_deferred *d, bool ok);
+/* Transport side: the connection closed; run on-close hooks. */
+void rpc_deferred_closed(rpc_deferred *d);
+
 rpc_where rpc_message_where(app *a, rpc_session *s, const jv *msg);
-/* Execute one parsed message; append the response (if any) to out. */
-void rpc_execute(app *a, rpc_session *s, const jv *msg, jw *out, jarena *scratch,
-                 uint64_t t_received_ns);
+/* Execute one parsed message; append the response (if any) to out.
+ * Returns RPC_EXEC_ORDERED when a handler took an ordered deferral. */
+enum { RPC_EXEC_DONE = 0, RPC_EXEC_ORDERED = 1 };
+int rpc_execute(app *a, rpc_session *s, rpc_sink *sink, const jv *msg, jw *out, jarena *scratch,
+                uint64_t t_received_ns);
 /* Append a complete error response. id may be NULL (written as null). */
 void rpc_write_error(jw *out, const jv *id, int code, const char *message, const char *data);
 

@@ -204,9 +204,18 @@ static void group_commit(store_writer *w, int n)
     settle_rest(w, n, rc);
 }
 
+static bool all_settled(store_writer *w, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!w->batch[i]->settled) return false;
+    }
+    return true;
+}
+
 static void run_group(store_writer *w, int n)
 {
     for (;;) {
+        if (all_settled(w, n)) return; /* nothing left to commit */
         int rc = store_conn_exec(w->conn, SQL_BEGIN);
         if (rc != SQLITE_OK) {
             log_error("group BEGIN failed", "error=\"%s\" jobs=%d", sqlite3_errstr(rc), n);

@@ -7,7 +7,6 @@ Unacknowledged creates may or may not exist; they must not exist twice.
 """
 
 import asyncio
-import collections
 import json
 import os
 import signal
@@ -44,7 +43,7 @@ async def write_burst(srv, sig, after_seconds=0.8):
             await c.__aenter__()
         except (OSError, websockets.WebSocketException):
             return
-        pending = collections.deque()
+        pending = {}  # request id -> name; matched by id, ordering is tested elsewhere
         pendings.append(pending)
         room = asyncio.Semaphore(WINDOW)
         done = asyncio.Event()
@@ -56,7 +55,7 @@ async def write_burst(srv, sig, after_seconds=0.8):
                 if done.is_set():
                     return
                 name = f"dur-{k}-{n}-{unique_name()}"
-                pending.append(name)
+                pending[n] = name
                 sent.append(name)
                 try:
                     await c.ws.send(json.dumps({"jsonrpc": "2.0", "method": "persona.create",
@@ -70,7 +69,8 @@ async def write_burst(srv, sig, after_seconds=0.8):
                 while True:
                     frame = await asyncio.wait_for(c.ws.recv(), 15)
                     resp = json.loads(frame)
-                    name = pending.popleft()
+                    assert resp.get("id") in pending, f"response to no pending request: {resp}"
+                    name = pending.pop(resp["id"])
                     if "result" in resp:
                         assert resp["result"]["name"] == name, (resp, name)
                         acked[resp["result"]["persona_id"]] = name

@@ -355,10 +355,17 @@ def test_pipelined_responses_in_request_order(server_factory):
 def test_params_shapes(server):
     async def go():
         async with Conn(server.url) as c:
-            # Omitted, empty object and empty array params are all fine for persona.list.
-            for params in (None, {}, []):
+            # Omitted and empty-object params are fine for persona.list.
+            for params in (None, {}):
                 resp = await c.call("persona.list", params)
                 assert_success(resp)
+            # An array is a valid envelope (by-position params); a by-name method may
+            # accept an empty one or refuse it with -32602, never -32600.
+            resp = await c.call("persona.list", [])
+            if "error" in resp:
+                assert_error(resp, INVALID_PARAMS)
+            else:
+                assert resp["result"]["total_count"] == 2
             # Unknown extra params are ignored.
             assert_success(await c.call("persona.list", {"unexpected": 1}))
             # By-position params to a by-name method: either understood or -32602.

@@ -5,6 +5,9 @@
  * database path; plus the clock helpers app_now()/app_iso_now() that live in
  * the same file.
  *
+ * Memory settings (MEMORY_* and their flags) belong to the memory module's
+ * tests; here they are only cleared and listed in the usage text.
+ *
  * Every test starts from a clean environment: the fixture unsets every
  * variable the loader reads, and the teardown does it again so one test's
  * setenv() never leaks into the next. argv arrays are built in writable
@@ -28,13 +31,34 @@
 #include "lib/log.h"
 
 static const char *const g_env_vars[] = {
-    "SERVER_HOST",       "SERVER_PORT",       "PERSONA_MCP_DATA_DIR", "DATABASE_PATH", "LOG_LEVEL",
-    "MAX_CONNECTIONS",   "WEBSOCKET_TIMEOUT", "PERSONA_MCP_TOKEN",    "DEFAULT_MODEL",
+    "SERVER_HOST",
+    "SERVER_PORT",
+    "PERSONA_MCP_DATA_DIR",
+    "DATABASE_PATH",
+    "LOG_LEVEL",
+    "MAX_CONNECTIONS",
+    "WEBSOCKET_TIMEOUT",
+    "PERSONA_MCP_TOKEN",
+    "DEFAULT_MODEL",
+    "MEMORY_EMBED_DIM",
+    "MEMORY_BUDGET_MB",
+    "MEMORY_DECAY_ENABLED",
+    "MEMORY_DECAY_MODE",
+    "MEMORY_DECAY_INTERVAL_MINUTES",
+    "MEMORY_DECAY_MIN_IMPORTANCE",
+    "MEMORY_PRUNE_TARGET",
+    "PRUNING_THRESHOLD",
+    "MEMORY_PRUNE_STRATEGY",
+    "MEMORY_ENABLE_AUTO_PRUNING",
+    "MEMORY_AUTO_PRUNE_THRESHOLD",
+    "MEMORY_AUTO_PRUNE_IMPORTANCE_THRESHOLD",
+    "MEMORY_IMPORTANCE_MIN",
+    "MEMORY_IMPORTANCE_MAX",
 };
 
 /* Full glibc getopt re-initialisation (optind = 0), so that a test which
  * leaves getopt mid-argument cannot poison the tests after it; see
- * test_rejected_bundled_short_option. */
+ * test_rejected_short_option_does_not_poison_next_load. */
 static void reset_getopt(void)
 {
     char arg0[] = "reset";
@@ -82,7 +106,7 @@ static loaded *load_argv(const char *const *args)
 }
 
 #define LOAD(...) load_argv((const char *const[]){__VA_ARGS__, NULL})
-#define LOAD0() load_argv(NULL)
+#define LOAD0()   load_argv(NULL)
 
 static void expect_ok(loaded *l)
 {
@@ -175,7 +199,7 @@ static void test_env_log_level_spellings(void **state)
     static const struct {
         const char *text;
         log_level lv;
-    } cases[] = {{"DEBUG", LOG_DEBUG}, {"Info", LOG_INFO},   {"warn", LOG_WARN},
+    } cases[] = {{"DEBUG", LOG_DEBUG},  {"Info", LOG_INFO},   {"warn", LOG_WARN},
                  {"WARNING", LOG_WARN}, {"error", LOG_ERROR}, {"ERROR", LOG_ERROR}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         setenv("LOG_LEVEL", cases[i].text, 1);
@@ -274,9 +298,8 @@ static void test_every_flag(void **state)
     assert_int_equal(l->c.idle_timeout_secs, 604800);
     free(l);
 
-    l = LOAD("--ping-interval", "0", "--workers", "256", "--pool-size", "1", "--pool-overflow",
-             "0", "--auth-token", "tok", "--allowed-origins", "https://a,https://b", "--db",
-             "/x/y.db");
+    l = LOAD("--ping-interval", "0", "--workers", "256", "--pool-size", "1", "--pool-overflow", "0",
+             "--auth-token", "tok", "--allowed-origins", "https://a,https://b", "--db", "/x/y.db");
     expect_ok(l);
     assert_int_equal(l->c.ping_interval_secs, 0);
     assert_int_equal(l->c.workers, 256);
@@ -538,10 +561,32 @@ static void test_usage_lists_every_flag(void **state)
     app_config_usage(f);
     fclose(f);
     static const char *const flags[] = {
-        "--host",         "--port",           "--port-file",    "--data-dir",  "--db",
-        "--log-level",    "--max-message-bytes", "--max-connections", "--max-inflight",
-        "--idle-timeout", "--ping-interval",  "--workers",      "--pool-size", "--pool-overflow",
-        "--auth-token",   "--allowed-origins", "--help",        "--version",
+        "--host",
+        "--port",
+        "--port-file",
+        "--data-dir",
+        "--db",
+        "--log-level",
+        "--max-message-bytes",
+        "--max-connections",
+        "--max-inflight",
+        "--idle-timeout",
+        "--ping-interval",
+        "--workers",
+        "--pool-size",
+        "--pool-overflow",
+        "--auth-token",
+        "--allowed-origins",
+        "--help",
+        "--version",
+        "--embed-dim",
+        "--memory-budget-mb",
+        "--decay",
+        "--decay-mode",
+        "--decay-interval-hours",
+        "--prune-target",
+        "--prune-threshold",
+        "--prune-strategy",
     };
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         if (!strstr(buf, flags[i])) fail_msg("usage does not mention %s", flags[i]);

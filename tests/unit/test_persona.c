@@ -397,7 +397,8 @@ static void test_delete_unknown_returns_1(void **state)
     fx *f = *state;
     char name[16] = "keep";
     assert_int_equal(
-        persona_delete(f->reg, f->st, "00000000-0000-4000-8000-000000000000", name, sizeof name), 1);
+        persona_delete(f->reg, f->st, "00000000-0000-4000-8000-000000000000", name, sizeof name),
+        1);
     assert_string_equal(name, "keep");
     assert_int_equal(persona_delete(f->reg, f->st, "Aria", name, sizeof name), 1); /* id only */
     assert_int_equal(persona_delete(f->reg, f->st, "", name, sizeof name), 1);

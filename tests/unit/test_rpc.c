@@ -140,9 +140,10 @@ static int setup_methods(void **state)
 static void test_success_has_no_error_key(void **state)
 {
     (void)state;
-    EXPECT_RESPONSE("{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{\"a\":1,\"b\":[true,null]},"
-                    "\"id\":1}",
-                    "{\"jsonrpc\":\"2.0\",\"result\":{\"a\":1,\"b\":[true,null]},\"id\":1}");
+    EXPECT_RESPONSE(
+        "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{\"a\":1,\"b\":[true,null]},"
+        "\"id\":1}",
+        "{\"jsonrpc\":\"2.0\",\"result\":{\"a\":1,\"b\":[true,null]},\"id\":1}");
 }
 
 static void test_error_has_no_result_key(void **state)
@@ -468,7 +469,8 @@ static void test_message_where(void **state)
     assert_int_equal(where_of("{\"id\":1}"), RPC_INLINE);
     assert_int_equal(where_of("17"), RPC_INLINE);
     assert_int_equal(where_of("[]"), RPC_INLINE);
-    assert_int_equal(where_of("[{\"method\":\"echo\"},{\"method\":\"fail\",\"id\":2}]"), RPC_INLINE);
+    assert_int_equal(where_of("[{\"method\":\"echo\"},{\"method\":\"fail\",\"id\":2}]"),
+                     RPC_INLINE);
     /* One worker method anywhere in a batch sends the whole batch to a worker. */
     assert_int_equal(where_of("[{\"method\":\"echo\"},3,{\"method\":\"silent\",\"id\":2}]"),
                      RPC_WORKER);
@@ -532,8 +534,8 @@ static pcall *pc_new(const char *params_json)
     p->c.arena = &p->ar;
     if (params_json) {
         json_error err;
-        jv *v = json_parse(&p->ar, params_json, strlen(params_json), 0, JSON_DEFAULT_MAX_DEPTH,
-                           &err);
+        jv *v =
+            json_parse(&p->ar, params_json, strlen(params_json), 0, JSON_DEFAULT_MAX_DEPTH, &err);
         if (!v) fail_msg("params do not parse: %s", params_json);
         p->c.params = v;
     }
@@ -573,7 +575,8 @@ static void test_param_str(void **state)
     pc_free(p);
 
     p = pc_new("{\"nul\":null}");
-    pc_expect_fail(p, rpc_param_str(&p->c, "absent", true, &s), "Invalid params: 'absent' is required");
+    pc_expect_fail(p, rpc_param_str(&p->c, "absent", true, &s),
+                   "Invalid params: 'absent' is required");
     assert_null(s);
     pc_free(p);
     p = pc_new("{\"nul\":null}");
@@ -814,7 +817,7 @@ static void test_session_refcount(void **state)
     char out[40];
     assert_true(rpc_session_current(s, out));
     assert_string_equal(out, "still-alive");
-    rpc_session_unref(s); /* last reference frees (LeakSanitizer checks) */
+    rpc_session_unref(s);    /* last reference frees (LeakSanitizer checks) */
     rpc_session_unref(NULL); /* tolerated */
 }
 
