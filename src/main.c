@@ -15,10 +15,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "api/api.h"
 #include "app/app.h"
 #include "lib/log.h"
+#include "chat/chat.h"
 #include "lib/workq.h"
+#include "llm/llm.h"
 #include "memory/memory.h"
 #include "net/net.h"
 #include "persona/persona.h"
@@ -94,6 +98,9 @@ static void shutdown_all(app *a)
 {
     workq_stop(a->workers); /* runs every queued job; their writes commit */
     a->workers = NULL;
+    chat_shutdown(); /* chats still streaming now finish on the upstream thread */
+    llm_stop(a->llm); /* aborts them: each ends (cancelled) and is answered */
+    a->llm = NULL;
     mem_close(a->memory); /* stops background decay before the store goes */
     a->memory = NULL;
     if (a->store) store_close(a->store);
@@ -120,8 +127,15 @@ int main(int argc, char **argv)
         return 0;
     }
     log_set_level(a->cfg.log_level);
+    curl_global_init(CURL_GLOBAL_DEFAULT); /* once, before any thread */
     a->started_at = time(NULL);
     if (check_exposure(&a->cfg) < 0 || open_data(a) < 0) return 1;
+    if (llm_start(&a->llm, &a->cfg.llm, err, sizeof err) < 0) {
+        log_error("cannot start the LLM client", "error=\"%s\"", err);
+        return 1;
+    }
+    log_info("llm backend", "provider=%s url=%s model=%s", llm_provider_name(a->cfg.llm.provider),
+             a->cfg.llm.url, a->cfg.llm.model);
     api_init();
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     a->workers = workq_start(a->cfg.workers > 0 ? a->cfg.workers : (int)(cores > 0 ? cores : 2));
@@ -132,5 +146,6 @@ int main(int argc, char **argv)
     }
     net_run(a);
     shutdown_all(a);
+    curl_global_cleanup();
     return 0;
 }

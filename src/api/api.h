@@ -2,6 +2,7 @@
  * api.h - the method handlers of the persona protocol, one file per
  * namespace: api_persona.c (persona.*), api_memory.c (memory.* searches and
  * writes, persona.memory), api_maint.c (memory pruning and decay),
+ * api_chat.c (persona.chat, persona.chat_stream, persona.chat_cancel),
  * api_system.c (system.*). The table
  * that maps every method name to its handler and thread is api_table.c:
  * start there to find the handler of any method.
@@ -26,6 +27,9 @@ int api_persona_status(rpc_call *c);
 int api_persona_delete(rpc_call *c);
 
 int api_persona_memory(rpc_call *c);
+int api_persona_chat(rpc_call *c);
+int api_persona_chat_stream(rpc_call *c);
+int api_persona_chat_cancel(rpc_call *c);
 
 int api_memory_store(rpc_call *c);
 int api_memory_store_batch(rpc_call *c);

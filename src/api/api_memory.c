@@ -101,39 +101,6 @@ static int target_persona(rpc_call *c, char *out, size_t n)
     return 0;
 }
 
-/* Interests of a registered persona, for automatic importance scoring. */
-static const mem_interest *interest_of(rpc_call *c, const char *pid)
-{
-    persona_reg *r = c->app->personas;
-    persona_reg_rdlock(r);
-    const persona *p = persona_reg_find(r, pid);
-    jv *topics = NULL, *traits = NULL;
-    json_error err;
-    if (p) {
-        const char *t = p->topics_json, *tr = p->traits_json;
-        topics = json_parse(c->arena, t, strlen(t), 0, JSON_DEFAULT_MAX_DEPTH, &err);
-        traits = json_parse(c->arena, tr, strlen(tr), 0, JSON_DEFAULT_MAX_DEPTH, &err);
-    }
-    persona_reg_unlock(r);
-    if (!topics || topics->type != JV_OBJECT) return NULL;
-    mem_interest *in = jarena_alloc(c->arena, sizeof *in);
-    memset(in, 0, sizeof *in);
-    const char **names = jarena_alloc(c->arena, sizeof *names * (topics->len + 1));
-    int *prefs = jarena_alloc(c->arena, sizeof *prefs * (topics->len + 1));
-    for (uint32_t i = 0; i < topics->len; i++) {
-        names[in->ntopics] = topics->u.members[i].key;
-        prefs[in->ntopics++] = jv_is_num(&topics->u.members[i].val)
-                                   ? (int)jv_num(&topics->u.members[i].val)
-                                   : 0;
-    }
-    in->topics = names;
-    in->prefs = prefs;
-    in->has_traits = traits && traits->type == JV_OBJECT && traits->len > 0;
-    in->trait_curious = jv_get(traits, "curious") != NULL;
-    in->trait_social = jv_get(traits, "social") != NULL;
-    return in;
-}
-
 static const char *json_text(rpc_call *c, const jv *v, const char *def)
 {
     if (!v) return def;
@@ -173,7 +140,7 @@ static int read_item(rpc_call *c, mem_item *it, const char *persona, float **vec
     it->related_json = json_text(c, rel, "[]");
     it->metadata_json = json_text(c, meta, "{}");
     it->embedding = *vec;
-    it->speaker = it->auto_importance ? interest_of(c, persona) : NULL;
+    it->speaker = it->auto_importance ? persona_interest(c->app->personas, persona, c->arena) : NULL;
     return 0;
 }
 

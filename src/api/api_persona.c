@@ -57,15 +57,23 @@ static int object_json(rpc_call *c, const char *key, bool int_values, jw *tmp)
         jw_append(tmp, "{}", 2);
         return 0;
     }
-    for (uint32_t i = 0; int_values && i < o->len; i++) {
+    if (!int_values) {
+        jw_value(tmp, o);
+        return 0;
+    }
+    jw_obj_begin(tmp);
+    for (uint32_t i = 0; i < o->len; i++) {
         const jv *v = &o->u.members[i].val;
-        bool ok = v->type == JV_INT || (v->type == JV_DOUBLE && v->u.d == (double)(int64_t)v->u.d);
-        if (!ok || jv_num(v) < 0 || jv_num(v) > 100)
+        bool ok = jv_is_num(v) && jv_num(v) >= 0 && jv_num(v) <= 100 &&
+                  jv_num(v) == (double)(int)jv_num(v);
+        if (!ok)
             return rpc_fail(c, RPC_INVALID_PARAMS,
                             "Invalid params: '%s.%s' must be an integer between 0 and 100", key,
                             o->u.members[i].key);
+        jw_keyn(tmp, o->u.members[i].key, o->u.members[i].klen);
+        jw_int(tmp, (int64_t)jv_num(v)); /* 50.0 is stored as 50 */
     }
-    jw_value(tmp, o);
+    jw_obj_end(tmp);
     return 0;
 }
 

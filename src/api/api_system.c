@@ -3,7 +3,9 @@
  * the server's own health figures (uptime, connections, read pool, writer).
  */
 #include "api/api.h"
+#include "chat/chat.h"
 #include "lib/jw.h"
+#include "llm/llm.h"
 #include "lib/workq.h"
 #include "persona/persona.h"
 #include "store/store.h"
@@ -53,7 +55,7 @@ int api_system_status(rpc_call *c)
     jw *w = c->out;
     jw_obj_begin(w);
     jw_kstr(w, "system_status", atomic_load(&a->stopping) ? "stopping" : "operational");
-    jw_kbool(w, "llm_available", false);
+    jw_kbool(w, "llm_available", llm_available(a->llm));
     jw_kint(w, "total_personas", (int64_t)total);
     jw_kint(w, "available_personas", (int64_t)available);
     jw_kint(w, "active_conversations", 0);
@@ -65,19 +67,28 @@ int api_system_status(rpc_call *c)
     jw_kint(w, "connections", atomic_load(&a->connections));
     jw_kint(w, "worker_queue_depth", a->workers ? (int64_t)workq_depth(a->workers) : 0);
     write_store_stats(w, a->store);
+    jw_key(w, "chat");
+    chat_write_status(w);
     jw_obj_end(w);
     return 0;
 }
 
 int api_system_models(rpc_call *c)
 {
+    char **names = NULL, err[256] = "";
+    int n = llm_models(c->app->llm, &names, err, sizeof err);
+    const llm_config *l = llm_get_config(c->app->llm);
     jw *w = c->out;
     jw_obj_begin(w);
     jw_key(w, "available_models");
     jw_arr_begin(w);
+    for (int i = 0; i < n; i++) jw_str(w, names[i]);
     jw_arr_end(w);
-    jw_kstr(w, "current_model", c->app->cfg.llm_model);
-    jw_kstr(w, "provider", c->app->cfg.llm_provider);
+    jw_kstr(w, "current_model", l->model);
+    jw_kstr(w, "provider", llm_provider_name(l->provider));
+    jw_kbool(w, "llm_available", n >= 0 && l->provider != LLM_NONE);
+    if (n < 0) jw_kstr(w, "error", err);
     jw_obj_end(w);
+    if (n > 0) llm_free_models(names, n);
     return 0;
 }

@@ -17,6 +17,10 @@ static const rpc_method g_table[] = {
     {"persona.status", api_persona_status, RPC_WORKER, api_stats_inline},
     WORKER("persona.delete", api_persona_delete),
     WORKER("persona.memory", api_persona_memory),
+    /* chat - api_chat.c */
+    WORKER("persona.chat", api_persona_chat),
+    WORKER("persona.chat_stream", api_persona_chat_stream),
+    INLINE("persona.chat_cancel", api_persona_chat_cancel),
     /* memory.* - api_memory.c */
     WORKER("memory.store", api_memory_store),
     WORKER("memory.store_batch", api_memory_store_batch),
@@ -37,7 +41,7 @@ static const rpc_method g_table[] = {
     WORKER("memory.decay_force", api_memory_decay_force),
     /* system.* - api_system.c */
     INLINE("system.status", api_system_status),
-    INLINE("system.models", api_system_models),
+    WORKER("system.models", api_system_models),
 };
 
 void api_init(void)

@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "lib/log.h"
+#include "llm/llm.h"
 #include "memory/memory.h"
 
 typedef struct app_config {
@@ -36,8 +37,7 @@ typedef struct app_config {
     int pool_size, pool_overflow;
     char auth_token[256];
     char allowed_origins[1024]; /* comma-separated extra origins */
-    char llm_provider[32];
-    char llm_model[128];
+    llm_config llm; /* chat backend: provider, URL, model, key, timeouts */
     mem_config mem; /* memory: embedder dimension, budget, scoring, pruning, decay */
     bool show_help, show_version;
 } app_config;
@@ -52,6 +52,7 @@ struct workq;
 struct persona_reg;
 struct lws_context;
 struct mem_store;
+struct llm;
 
 typedef struct app {
     app_config cfg;
@@ -59,6 +60,7 @@ typedef struct app {
     struct workq *workers;
     struct persona_reg *personas;
     struct mem_store *memory;
+    struct llm *llm;
     struct lws_context *lws;
     time_t started_at;
     atomic_int connections; /* open WebSocket connections */

@@ -54,8 +54,8 @@ static void defaults(app_config *c)
     c->workers = 0; /* 0 = number of cores */
     c->pool_size = 5;
     c->pool_overflow = 10;
-    copy(c->llm_provider, sizeof c->llm_provider, "ollama");
-    copy(c->llm_model, sizeof c->llm_model, "llama3.1:8b");
+    llm_config_default(&c->llm);
+    c->llm.provider = LLM_OLLAMA; /* the original's backend, at its default address */
     mem_config_default(&c->mem);
 }
 
@@ -65,7 +65,8 @@ enum {
     OPT_HELP, OPT_VERSION, OPT_EMBED_DIM, OPT_MEM_BUDGET, OPT_DECAY, OPT_DECAY_MODE,
     OPT_DECAY_HOURS, OPT_DECAY_MINUTES, OPT_DECAY_FLOOR, OPT_PRUNE_TARGET, OPT_PRUNE_THRESHOLD,
     OPT_PRUNE_STRATEGY, OPT_AUTO_PRUNE, OPT_AUTO_PRUNE_AT, OPT_AUTO_PRUNE_IMP, OPT_IMP_MIN,
-    OPT_IMP_MAX
+    OPT_IMP_MAX, OPT_LLM_PROVIDER, OPT_LLM_URL, OPT_LLM_MODEL, OPT_LLM_KEY, OPT_LLM_CONNECT,
+    OPT_LLM_IDLE, OPT_LLM_MAXTOK
 };
 
 static const struct option g_opts[] = {
@@ -93,6 +94,12 @@ static const struct option g_opts[] = {
     {"prune-target", required_argument, 0, OPT_PRUNE_TARGET},
     {"prune-threshold", required_argument, 0, OPT_PRUNE_THRESHOLD},
     {"prune-strategy", required_argument, 0, OPT_PRUNE_STRATEGY},
+    {"llm-provider", required_argument, 0, OPT_LLM_PROVIDER},
+    {"llm-url", required_argument, 0, OPT_LLM_URL},
+    {"llm-model", required_argument, 0, OPT_LLM_MODEL},
+    {"llm-connect-timeout-ms", required_argument, 0, OPT_LLM_CONNECT},
+    {"llm-idle-timeout-ms", required_argument, 0, OPT_LLM_IDLE},
+    {"llm-max-tokens", required_argument, 0, OPT_LLM_MAXTOK},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},
     {0, 0, 0, 0},
@@ -128,6 +135,14 @@ void app_config_usage(FILE *out)
           "  --prune-target N         memories kept by pruning (env MEMORY_PRUNE_TARGET; 800)\n"
           "  --prune-threshold N      prune at this many (env PRUNING_THRESHOLD; 900)\n"
           "  --prune-strategy S       importance_only|importance_access|importance_access_age\n"
+          "  --llm-provider P         none|ollama|openai (env LLM_PROVIDER; default ollama)\n"
+          "  --llm-url URL            backend base URL (env LLM_URL, OLLAMA_HOST or\n"
+          "                           OPENAI_BASE_URL; default http://127.0.0.1:11434)\n"
+          "  --llm-model NAME         model (env DEFAULT_MODEL; default llama3.1:8b)\n"
+          "                           API key for openai: env OPENAI_API_KEY or LLM_API_KEY\n"
+          "  --llm-connect-timeout-ms N  give up connecting after N ms (default 2000)\n"
+          "  --llm-idle-timeout-ms N  end a stream silent for N ms (default 15000)\n"
+          "  --llm-max-tokens N       tokens per reply when the client sets none (512)\n"
           "  --help, --version\n",
           out);
 }
@@ -215,9 +230,41 @@ static int apply_memory(mem_config *m, int key, const char *v, char *err, size_t
     return fail(err, n, "unknown option");
 }
 
+static int apply_llm(llm_config *l, int key, const char *v, char *err, size_t n)
+{
+    long x = 0;
+    switch (key) {
+    case OPT_LLM_PROVIDER:
+        if (llm_provider_parse(v, &l->provider) < 0)
+            return fail(err, n, "unknown LLM provider '%s' (none, ollama, openai)", v);
+        return 0;
+    case OPT_LLM_URL:
+        if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+            return fail(err, n, "LLM URL must start with http:// or https://, got '%s'", v);
+        copy(l->url, sizeof l->url, v);
+        return 0;
+    case OPT_LLM_MODEL: copy(l->model, sizeof l->model, v); return 0;
+    case OPT_LLM_KEY: copy(l->api_key, sizeof l->api_key, v); return 0;
+    case OPT_LLM_CONNECT:
+        if (set_num("llm-connect-timeout-ms", v, 10, 600000, &x, err, n)) return -1;
+        l->connect_timeout_ms = (int)x;
+        return 0;
+    case OPT_LLM_IDLE:
+        if (set_num("llm-idle-timeout-ms", v, 100, 3600000, &x, err, n)) return -1;
+        l->idle_timeout_ms = (int)x;
+        return 0;
+    case OPT_LLM_MAXTOK:
+        if (set_num("llm-max-tokens", v, 1, 1000000, &x, err, n)) return -1;
+        l->max_tokens = (int)x;
+        return 0;
+    }
+    return fail(err, n, "unknown option");
+}
+
 static int apply(app_config *c, int key, const char *v, char *err, size_t n)
 {
     long x = 0;
+    if (key >= OPT_LLM_PROVIDER) return apply_llm(&c->llm, key, v, err, n);
     if (key >= OPT_EMBED_DIM) return apply_memory(&c->mem, key, v, err, n);
     switch (key) {
     case OPT_HOST: copy(c->host, sizeof c->host, v); return 0;
@@ -288,6 +335,9 @@ static const struct {
     {"MEMORY_AUTO_PRUNE_THRESHOLD", OPT_AUTO_PRUNE_AT},
     {"MEMORY_AUTO_PRUNE_IMPORTANCE_THRESHOLD", OPT_AUTO_PRUNE_IMP},
     {"MEMORY_IMPORTANCE_MIN", OPT_IMP_MIN}, {"MEMORY_IMPORTANCE_MAX", OPT_IMP_MAX},
+    {"LLM_PROVIDER", OPT_LLM_PROVIDER}, {"OLLAMA_HOST", OPT_LLM_URL},
+    {"OPENAI_BASE_URL", OPT_LLM_URL}, {"LLM_URL", OPT_LLM_URL},
+    {"DEFAULT_MODEL", OPT_LLM_MODEL}, {"OPENAI_API_KEY", OPT_LLM_KEY}, {"LLM_API_KEY", OPT_LLM_KEY},
 };
 
 static int load_env(app_config *c, char *err, size_t n)
@@ -299,8 +349,6 @@ static int load_env(app_config *c, char *err, size_t n)
         if (apply(c, g_env[i].key, v, inner, sizeof inner) < 0)
             return fail(err, n, "environment %s: %s", g_env[i].env, inner);
     }
-    const char *m = getenv("DEFAULT_MODEL");
-    if (m && *m) copy(c->llm_model, sizeof c->llm_model, m);
     return 0;
 }
 
@@ -308,12 +356,15 @@ int app_config_load(app_config *c, int argc, char **argv, char *err, size_t errl
 {
     defaults(c);
     if (load_env(c, err, errlen) < 0) return -1;
-    optind = 1;
+    optind = 0; /* 0, not 1: a full getopt reset in glibc */
     opterr = 0;
     int key;
     while ((key = getopt_long(argc, argv, "", g_opts, NULL)) != -1) {
-        if (key == '?' || key == ':')
+        if (key == '?' || key == ':') {
+            if (optopt > 0 && optopt < 256)
+                return fail(err, errlen, "unknown or incomplete option '-%c'", optopt);
             return fail(err, errlen, "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
         if (apply(c, key, optarg, err, errlen) < 0) return -1;
     }
     if (optind < argc) return fail(err, errlen, "unexpected argument '%s'", argv[optind]);

@@ -11,8 +11,9 @@
  *   No comma at the start or after '{' '[' ':' ',' or whitespace (the last
  *   two let callers jw_append() a prefix such as "data: " or "...,"); after
  *   anything else (a value's last byte) a ',' goes in first.
- * - Strings: scan for the bytes that need attention (control, '"', '\\',
- *   and >= 0x80), memcpy the plain runs between them. Controls get the short
+ * - Strings: plain runs (no control, '"', '\\' or byte >= 0x80) are scanned
+ *   and copied eight bytes at a time in one pass (copy_plain); a plain
+ *   string costs one reservation and no memcpy call. Controls get the short
  *   escapes or \u00XX; bytes >= 0x80 must form a valid UTF-8 sequence (RFC
  *   3629) and are copied as-is, otherwise each maximal invalid subpart is
  *   replaced by U+FFFD, so the output is always valid JSON. U+2028/2029 are
@@ -516,4 +517,9 @@ void jw_value(jw *w, const jv *v)
         jw_obj_end(w);
         break;
     }
+}
+
+void jw_puts(jw *w, const char *s)
+{
+    jw_append(w, s, strlen(s));
 }

@@ -61,6 +61,9 @@ void jw_raw(jw *w, const char *json, size_t n);
 /* Append bytes verbatim with no comma logic (for envelopes). */
 void jw_append(jw *w, const char *s, size_t n);
 
+/* Append a NUL-terminated string verbatim (no comma logic, no escaping). */
+void jw_puts(jw *w, const char *s);
+
 /* Write a parsed jv back out (used to echo ids and store JSON objects). */
 struct jv;
 void jw_value(jw *w, const struct jv *v);

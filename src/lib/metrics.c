@@ -96,8 +96,8 @@ void metrics_request(int idx, bool ok, uint64_t ns)
 void metrics_render_requests(jw *out)
 {
     g_methods[METRICS_MAX_METHODS].name = "(unknown)";
-    jw_append(out, "# HELP pmcp_requests_total JSON-RPC requests by method and outcome\n", 67);
-    jw_append(out, "# TYPE pmcp_requests_total counter\n", 35);
+    jw_puts(out, "# HELP pmcp_requests_total JSON-RPC requests by method and outcome\n");
+    jw_puts(out, "# TYPE pmcp_requests_total counter\n");
     for (int i = 0; i <= METRICS_MAX_METHODS; i++) {
         method_metrics *m = &g_methods[i];
         if (!m->name) continue;
@@ -106,8 +106,8 @@ void metrics_render_requests(jw *out)
         appendf(out, "pmcp_requests_total{method=\"%s\",outcome=\"error\"} %llu\n", m->name,
                 (unsigned long long)atomic_load(&m->err));
     }
-    jw_append(out, "# HELP pmcp_request_duration_seconds Time from receipt to response\n", 68);
-    jw_append(out, "# TYPE pmcp_request_duration_seconds histogram\n", 47);
+    jw_puts(out, "# HELP pmcp_request_duration_seconds Time from receipt to response\n");
+    jw_puts(out, "# TYPE pmcp_request_duration_seconds histogram\n");
     for (int i = 0; i <= METRICS_MAX_METHODS; i++) {
         method_metrics *m = &g_methods[i];
         if (!m->name || !atomic_load(&m->lat.count)) continue;

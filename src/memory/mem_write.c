@@ -280,6 +280,11 @@ static int plan_item(mem_store *m, const mem_item *it, add_plan *p, double now, 
     p->created = now;
     if (it->auto_importance) {
         mem_score_ctx ctx = {.speaker = it->speaker, .memory_type = it->memory_type};
+        if (it->user_chat) {
+            ctx.has_context = true;
+            ctx.continue_score = 50;
+            ctx.topic = "user_conversation";
+        }
         p->importance = mem_importance(it->content, &ctx, &m->cfg.weights);
     } else {
         p->importance = it->importance;

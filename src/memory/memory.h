@@ -64,6 +64,7 @@ typedef struct mem_item {
     const char *metadata_json; /* JSON object, default "{}" */
     const float *embedding;    /* client-supplied; NULL = built-in embedder */
     int embedding_dim;
+    bool user_chat;            /* score in the user-chat context (spec §6.1) */
 } mem_item;
 
 typedef struct mem_added {

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/chat.h"
 #include "lib/metrics.h"
+#include "llm/llm.h"
 #include "lib/workq.h"
 #include "memory/memory.h"
 #include "net/net_internal.h"
@@ -126,8 +128,8 @@ static void store_metrics(jw *w, store *st)
     counter(w, "pmcp_db_commits_total", "Group commits", s.commits);
     gauge(w, "pmcp_db_write_queue_depth", "Write jobs waiting", (double)s.queue_depth);
     static const char *const le[STORE_BATCH_BUCKETS] = {"1", "2", "4", "8", "16", "32", "64", "+Inf"};
-    jw_append(w, "# HELP pmcp_db_commit_batch_size Write jobs per group commit\n", 61);
-    jw_append(w, "# TYPE pmcp_db_commit_batch_size histogram\n", 43);
+    jw_puts(w, "# HELP pmcp_db_commit_batch_size Write jobs per group commit\n");
+    jw_puts(w, "# TYPE pmcp_db_commit_batch_size histogram\n");
     for (int i = 0; i < STORE_BATCH_BUCKETS; i++) {
         n = snprintf(line, sizeof line, "pmcp_db_commit_batch_size_bucket{le=\"%s\"} %llu\n", le[i],
                      (unsigned long long)s.batch_le[i]);
@@ -154,6 +156,13 @@ static int metrics(app *a, struct lws *wsi, net_pss *pss)
     metrics_render_counters(&w);
     store_metrics(&w, a->store);
     mem_write_collection_metrics(a->memory, &w);
+    chat_write_metrics(&w);
+    llm_stats ls;
+    llm_get_stats(a->llm, &ls);
+    counter(&w, "pmcp_llm_requests_total", "Requests sent to the LLM backend", ls.requests);
+    counter(&w, "pmcp_llm_errors_total", "LLM requests that failed", ls.errors);
+    counter(&w, "pmcp_llm_cancelled_total", "LLM requests aborted", ls.cancelled);
+    gauge(&w, "pmcp_llm_active_requests", "LLM requests in progress", ls.active);
     return reply_jw(wsi, pss, 200, "text/plain; version=0.0.4; charset=utf-8", &w);
 }
 

@@ -17,7 +17,9 @@
 #include <strings.h>
 
 #include "app/app.h"
+#include "lib/json.h"
 #include "lib/jw.h"
+#include "memory/mem_score.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "store/store.h"
@@ -327,4 +329,82 @@ void persona_write_state(jw *w, const persona *p, double now)
 void persona_uuid4(char out[40])
 {
     util_uuid4(out);
+}
+
+const mem_interest *persona_interest(persona_reg *r, const char *id, jarena *a)
+{
+    persona_reg_rdlock(r);
+    const persona *p = persona_reg_find(r, id);
+    jv *topics = NULL, *traits = NULL;
+    json_error err;
+    if (p) {
+        topics = json_parse(a, p->topics_json, strlen(p->topics_json), 0, 8, &err);
+        traits = json_parse(a, p->traits_json, strlen(p->traits_json), 0, 64, &err);
+    }
+    persona_reg_unlock(r);
+    if (!topics || topics->type != JV_OBJECT) return NULL;
+    mem_interest *in = jarena_alloc(a, sizeof *in);
+    memset(in, 0, sizeof *in);
+    const char **names = jarena_alloc(a, sizeof *names * (topics->len + 1));
+    int *prefs = jarena_alloc(a, sizeof *prefs * (topics->len + 1));
+    for (uint32_t i = 0; i < topics->len; i++) {
+        const jv *v = &topics->u.members[i].val;
+        names[in->ntopics] = topics->u.members[i].key;
+        prefs[in->ntopics++] = jv_is_num(v) ? (int)jv_num(v) : 0;
+    }
+    in->topics = names;
+    in->prefs = prefs;
+    in->has_traits = traits && traits->type == JV_OBJECT && traits->len > 0;
+    in->trait_curious = jv_get(traits, "curious") != NULL;
+    in->trait_social = jv_get(traits, "social") != NULL;
+    return in;
+}
+
+typedef struct state_job {
+    const char *id;
+    const persona_state_patch *p;
+    char now[40];
+    int changes;
+} state_job;
+
+static const char SQL_STATE[] =
+    "UPDATE persona_interaction_states SET interaction_fatigue = ?2, available_time = ?3,"
+    " social_energy = ?4, cooldown_until = ?5, last_updated = ?6 WHERE persona_id = ?1";
+
+static int state_fn(store_conn *c, void *ctx)
+{
+    state_job *j = ctx;
+    sqlite3_stmt *s = store_conn_stmt(c, SQL_STATE);
+    if (!s) return SQLITE_ERROR;
+    sqlite3_bind_text(s, 1, j->id, -1, SQLITE_STATIC);
+    sqlite3_bind_int(s, 2, j->p->interaction_fatigue);
+    sqlite3_bind_int(s, 3, j->p->available_time);
+    sqlite3_bind_int(s, 4, j->p->social_energy);
+    sqlite3_bind_double(s, 5, j->p->cooldown_until);
+    sqlite3_bind_text(s, 6, j->now, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    j->changes = sqlite3_changes(store_conn_db(c));
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int persona_set_state(persona_reg *r, store *st, const char *id, const persona_state_patch *p)
+{
+    state_job j = {.id = id, .p = p};
+    store_now_iso(j.now);
+    int rc = store_write(st, state_fn, &j);
+    if (rc != SQLITE_OK && rc != SQLITE_DONE) return rc;
+    if (!j.changes) return 1;
+    pthread_rwlock_wrlock(&r->lock);
+    for (size_t i = 0; i < r->count; i++) {
+        persona *q = r->items[i];
+        if (strcmp(q->id, id) != 0) continue;
+        q->interaction_fatigue = p->interaction_fatigue;
+        q->available_time = p->available_time;
+        q->social_energy = p->social_energy;
+        q->cooldown_until = p->cooldown_until;
+        memcpy(q->last_updated, j.now, sizeof q->last_updated);
+    }
+    pthread_rwlock_unlock(&r->lock);
+    return 0;
 }

@@ -79,6 +79,22 @@ int persona_delete(persona_reg *r, struct store *st, const char *id, char *name_
 void persona_write_profile(struct jw *w, const persona *p);
 void persona_write_state(struct jw *w, const persona *p, double now);
 
+/* The persona's topic preferences and traits as the importance scorer
+ * wants them, allocated in a; NULL when no persona has this id. */
+struct mem_interest;
+struct jarena;
+const struct mem_interest *persona_interest(persona_reg *r, const char *id, struct jarena *a);
+
+/* Change the interaction state (energy, fatigue, cooldown...) of a persona:
+ * written, committed, then applied in RAM. Returns 0, 1 if unknown, or an
+ * SQLite error. */
+typedef struct persona_state_patch {
+    int interaction_fatigue, available_time, social_energy;
+    double cooldown_until;
+} persona_state_patch;
+int persona_set_state(persona_reg *r, struct store *st, const char *id,
+                      const persona_state_patch *p);
+
 /* Random UUID4 text (36 chars + NUL). */
 void persona_uuid4(char out[40]);
 

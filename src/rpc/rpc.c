@@ -41,6 +41,7 @@ void rpc_session_ref(rpc_session *s)
 void rpc_session_unref(rpc_session *s)
 {
     if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
+        if (s->chat && s->chat_free) s->chat_free(s->chat);
         pthread_mutex_destroy(&s->mu);
         free(s);
     }
@@ -320,7 +321,8 @@ int rpc_param_int(rpc_call *c, const char *key, int64_t lo, int64_t hi, int64_t 
     int64_t x;
     if (v->type == JV_INT)
         x = v->u.i;
-    else if (v->type == JV_DOUBLE && v->u.d == (double)(int64_t)v->u.d)
+    else if (v->type == JV_DOUBLE && v->u.d >= -9.2e18 && v->u.d <= 9.2e18 &&
+             v->u.d == (double)(int64_t)v->u.d)
         x = (int64_t)v->u.d; /* 10.0 is an integer; 10.5 is not */
     else
         return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must be an integer, got %s",

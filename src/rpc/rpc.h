@@ -48,6 +48,10 @@ typedef struct rpc_session {
     atomic_int refs;
     uint64_t id;
     char current_persona[40]; /* "" = none */
+    /* The chat module's per-connection state (recent turns), freed with the
+     * session. Guarded by mu. */
+    void *chat;
+    void (*chat_free)(void *chat);
 } rpc_session;
 
 rpc_session *rpc_session_new(uint64_t id);

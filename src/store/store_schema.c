@@ -124,5 +124,45 @@ static const char schema_v2[] =
     "  DELETE FROM memory_collections WHERE persona_id = old.id;"
     "END;";
 
-const char *const store_migrations[] = {schema_v1, schema_v2};
+/* Version 3: conversations. A user chat (persona protocol persona.chat) is a
+ * conversation of kind 'user' per connection and persona; the persona-to-
+ * persona engine's are kind 'persona'. Turns cascade with their
+ * conversation, and conversations with any of their participants. */
+static const char schema_v3[] =
+    "CREATE TABLE conversations ("
+    "  id TEXT PRIMARY KEY,"
+    "  kind TEXT NOT NULL CHECK (kind IN ('user', 'persona')),"
+    "  participants TEXT NOT NULL,"
+    "  topic TEXT NOT NULL DEFAULT 'general',"
+    "  topic_drift_count INTEGER NOT NULL DEFAULT 0,"
+    "  duration INTEGER NOT NULL DEFAULT 0,"
+    "  token_budget INTEGER NOT NULL DEFAULT 1000,"
+    "  tokens_used INTEGER NOT NULL DEFAULT 0,"
+    "  continue_score INTEGER NOT NULL DEFAULT 50,"
+    "  score_history TEXT NOT NULL DEFAULT '[]',"
+    "  turn_count INTEGER NOT NULL DEFAULT 0,"
+    "  started_at REAL NOT NULL,"
+    "  ended_at REAL,"
+    "  exit_reason TEXT"
+    ");"
+    "CREATE TABLE conversation_turns ("
+    "  seq INTEGER PRIMARY KEY,"
+    "  id TEXT NOT NULL UNIQUE,"
+    "  conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,"
+    "  speaker_id TEXT NOT NULL,"
+    "  turn_number INTEGER NOT NULL,"
+    "  content TEXT NOT NULL,"
+    "  response_type TEXT NOT NULL DEFAULT 'direct',"
+    "  continue_score INTEGER NOT NULL DEFAULT 50,"
+    "  tokens_used INTEGER NOT NULL DEFAULT 0,"
+    "  processing_time REAL NOT NULL DEFAULT 0,"
+    "  created_at REAL NOT NULL"
+    ");"
+    "CREATE INDEX conversation_turns_conv ON conversation_turns (conversation_id, turn_number);"
+    "CREATE TRIGGER personas_cascade_conversations AFTER DELETE ON personas BEGIN"
+    "  DELETE FROM conversations WHERE EXISTS"
+    "    (SELECT 1 FROM json_each(conversations.participants) WHERE value = old.id);"
+    "END;";
+
+const char *const store_migrations[] = {schema_v1, schema_v2, schema_v3};
 const int store_schema_version = (int)(sizeof store_migrations / sizeof store_migrations[0]);

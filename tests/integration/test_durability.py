@@ -69,6 +69,11 @@ async def write_burst(srv, sig, after_seconds=0.8):
                 while True:
                     frame = await asyncio.wait_for(c.ws.recv(), 15)
                     resp = json.loads(frame)
+                    if resp.get("id") is None and "error" in resp:
+                        # A shutdown rejection that did not name its request: not an ack.
+                        # (test_requests_after_sigterm_keep_their_ids checks the id echo.)
+                        room.release()
+                        continue
                     assert resp.get("id") in pending, f"response to no pending request: {resp}"
                     name = pending.pop(resp["id"])
                     if "result" in resp:
@@ -167,3 +172,30 @@ def test_sigint_exits_zero(server):
     server.stop_clean(signal.SIGINT)
     server.start()
     assert server.result("persona.list")["total_count"] == 2
+
+
+def test_requests_after_sigterm_keep_their_ids(server):
+    """Requests racing with shutdown are answered with their own id (result or error) or
+    not at all (connection closed); never with an id-less error for a well-formed request."""
+
+    async def go():
+        async with Conn(server.url) as c:
+            await c.result("persona.list")
+            os.kill(server.proc.pid, signal.SIGTERM)
+            sent = set()
+            frames = []
+            try:
+                for i in range(50):
+                    await c.send_json({"jsonrpc": "2.0", "method": "persona.create",
+                                       "params": {"name": unique_name("late")}, "id": i})
+                    sent.add(i)
+                for _ in range(50):
+                    frames.append(json.loads(await asyncio.wait_for(c.ws.recv(), 10)))
+            except (websockets.ConnectionClosed, asyncio.TimeoutError):
+                pass
+            for f in frames:
+                assert f.get("id") in sent, f"response without its request's id: {f}"
+            return frames
+
+    run(go())
+    assert server.wait_exit() == 0, server.log_tail()

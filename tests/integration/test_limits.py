@@ -90,16 +90,20 @@ def test_message_over_limit_closes_1009_and_others_keep_working(server_factory):
 
 
 def test_oversized_frame_header_rejected_early(server_factory):
-    """A frame announcing 2 GiB is refused on its header, without waiting for the body.
+    """A frame announcing 2 GiB is refused as soon as its header and first bytes arrive,
+    without waiting for (or buffering) the body.
 
-    Only the header is sent, so the server has nothing unread when it closes: its close
-    frame cannot be lost to a TCP reset."""
+    Only 100 bytes of the body are sent, so the server has nothing unread when it closes:
+    its close frame cannot be lost to a TCP reset."""
     srv = server_factory(args=["--max-message-bytes", "65536"])
     raw = RawWs(srv.host, srv.port)
     try:
         assert raw.handshake() == 101
-        head = struct.pack("!BBQ", 0x81, 0x80 | 127, 2**31) + os.urandom(4)
-        raw.sock.sendall(head)
+        key = os.urandom(4)
+        start = b'{"jsonrpc":"2.0","method":"persona.list","params":{"pad":"'
+        start += b"x" * (100 - len(start))
+        body = bytes(b ^ key[i & 3] for i, b in enumerate(start))
+        raw.sock.sendall(struct.pack("!BBQ", 0x81, 0x80 | 127, 2**31) + key + body)
         t0 = time.monotonic()
         code = raw.wait_close(timeout=10)
         assert code == 1009, code
