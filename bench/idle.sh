@@ -21,6 +21,7 @@ PY=/usr/bin/python3
 
 TMP=$(mktemp -d /tmp/pmcp-idle.XXXXXX)
 PIDS=()
+# shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
@@ -121,8 +122,15 @@ awk -v n="$N" -v o="$opened" -v b="$base_kb" -v h="$held_kb" -v a="$after_kb" \
     printf "server VmRSS holding   %8.1f MB  (%.1f KB per connection)\n", h / 1024, (h - b) / (o > 0 ? o : 1)
     printf "server VmRSS after probe %6.1f MB\n", a / 1024
 }'
-echo "probe on a new connection: $([[ $probe_ok == 1 ]] && echo ok || echo FAILED)"
-grep '^RESULT' "$TMP/probe.out" | sed 's/^/  /' || true
+probe=$(grep '^RESULT' "$TMP/probe.out" || true)
+probe_field() { awk -v k="$1" '{ for (i = 1; i <= NF; i++) if (index($i, k "=") == 1) print substr($i, length(k) + 2) }' <<<"$probe"; }
+echo "probe on a new connection: $([[ $probe_ok == 1 ]] && echo ok || echo FAILED)" \
+    "($(probe_field rps) req/s, p50 $(probe_field p50_us) us, p99 $(probe_field p99_us) us" \
+    "while holding $opened idle connections)"
+if [[ -n $probe ]] && awk -v p="$(probe_field p50_us)" 'BEGIN { exit !(p > 5000) }'; then
+    echo "WARN: one request takes > 5 ms while idle connections are held (per-event work" \
+        "growing with the connection count?)"
+fi
 echo "connections still open when released: ${still:-?} of $opened"
 
 status=0

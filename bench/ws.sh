@@ -7,6 +7,7 @@
 #
 # usage: bench/ws.sh [BUILD_DIR]        (default build-release, relative to the repo root)
 # env:   BENCH_SECONDS=5 BENCH_WARMUP=1 BENCH_CONNS="1 16 256" BENCH_INFLIGHT=1
+#        BENCH_REPEAT=1  runs per cell; the median-throughput run is reported
 #        PEER_ONLY=1   measure only the Python peer (to validate the tooling)
 # exit:  0 all targets met, 1 a target missed or a run failed, 2 setup failure.
 # Targets (issue 2): >= 50,000 req/s at 16 connections; >= 2x the peer's throughput and
@@ -20,12 +21,14 @@ SECS=${BENCH_SECONDS:-5}
 WARMUP=${BENCH_WARMUP:-1}
 CONNS_LIST=${BENCH_CONNS:-"1 16 256"}
 INFLIGHT=${BENCH_INFLIGHT:-1}
+REPEAT=${BENCH_REPEAT:-1}
 PEER_ONLY=${PEER_ONLY:-0}
 PY=/usr/bin/python3
 HZ=$(getconf CLK_TCK)
 
 TMP=$(mktemp -d /tmp/pmcp-ws.XXXXXX)
 PIDS=()
+# shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
@@ -72,8 +75,9 @@ cpu_ticks() { # pid -> utime+stime of the whole process (all threads)
     local stat
     stat=$(cat "/proc/$1/stat") || fail "process $1 gone"
     stat=${stat##*) } # fields after "(comm) "; utime and stime are fields 14 and 15
-    set -- $stat
-    echo $(( ${12} + ${13} ))
+    local -a f
+    read -r -a f <<<"$stat"
+    echo $(( f[11] + f[12] ))
 }
 
 first_persona_id() { # port -> id of the first persona.list entry
@@ -123,36 +127,53 @@ for s in "${NAMES[@]}"; do
 done
 
 echo "# ws.sh $(date -u +%FT%TZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg); ${SECS}s per run + ${WARMUP}s warmup, $INFLIGHT in flight per connection"
+echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg); ${SECS}s per run + ${WARMUP}s warmup, $INFLIGHT in flight per connection, $REPEAT run(s) per cell"
 if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
     echo "# WARNING: machine not idle (load average > 0.5); numbers will be noisy"
 fi
 
 # --- runs ----------------------------------------------------------------------------------
+# Each (connections, server) cell is run BENCH_REPEAT times, alternating servers, and the run
+# with the median throughput is reported; CPU per request is pooled over all repeats.
 declare -A RPS CPU P50 P99 P999 ERR
 status=0
+median_line() { # lines "rps RESULT..." -> the line with the median rps
+    sort -n | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'
+}
 printf '%-12s %6s %12s %10s %10s %10s %8s %14s\n' server conns "req/s" "p50 us" "p99 us" \
     "p99.9 us" errors "cpu us/req"
 for c in $CONNS_LIST; do
+    declare -A LINES=() TICKS=() TOTAL=() ERRS=()
+    for ((r = 0; r < REPEAT; r++)); do
+        for s in "${NAMES[@]}"; do
+            before=$(cpu_ticks "${PID[$s]}")
+            out=$("$LOADGEN" --host 127.0.0.1 --port "${PORT[$s]}" --path /mcp --conns "$c" \
+                --inflight "$INFLIGHT" --seconds "$SECS" --warmup "$WARMUP" \
+                --persona "${PERSONA[$s]}" 2>"$TMP/loadgen.err") || status=1
+            after=$(cpu_ticks "${PID[$s]}")
+            line=$(grep '^RESULT' <<<"$out" || true)
+            [[ -n $line ]] || { cat "$TMP/loadgen.err" >&2; fail "load generator failed on $s"; }
+            LINES[$s]+="$(field "$line" rps) $line"$'\n'
+            TICKS[$s]=$(( ${TICKS[$s]:-0} + after - before ))
+            TOTAL[$s]=$(( ${TOTAL[$s]:-0} + $(field "$line" total_responses) ))
+            ERRS[$s]=$(( ${ERRS[$s]:-0} + $(field "$line" errors) ))
+            if [[ $(field "$line" errors) != 0 ]]; then
+                status=1; sed 's/^/  loadgen: /' "$TMP/loadgen.err" >&2
+            fi
+        done
+    done
     for s in "${NAMES[@]}"; do
-        before=$(cpu_ticks "${PID[$s]}")
-        out=$("$LOADGEN" --host 127.0.0.1 --port "${PORT[$s]}" --path /mcp --conns "$c" \
-            --inflight "$INFLIGHT" --seconds "$SECS" --warmup "$WARMUP" \
-            --persona "${PERSONA[$s]}" 2>"$TMP/loadgen.err") || status=1
-        after=$(cpu_ticks "${PID[$s]}")
-        line=$(grep '^RESULT' <<<"$out" || true)
-        [[ -n $line ]] || { cat "$TMP/loadgen.err" >&2; fail "load generator failed on $s"; }
-        total=$(field "$line" total_responses)
         k="$s/$c"
+        line=$(printf '%s' "${LINES[$s]}" | median_line)
         RPS[$k]=$(field "$line" rps)
         P50[$k]=$(field "$line" p50_us); P99[$k]=$(field "$line" p99_us)
-        P999[$k]=$(field "$line" p999_us); ERR[$k]=$(field "$line" errors)
-        CPU[$k]=$(awk -v d=$((after - before)) -v hz="$HZ" -v n="$total" \
+        P999[$k]=$(field "$line" p999_us); ERR[$k]=${ERRS[$s]}
+        CPU[$k]=$(awk -v d="${TICKS[$s]}" -v hz="$HZ" -v n="${TOTAL[$s]}" \
             'BEGIN { printf "%.2f", (n > 0 ? d / hz * 1e6 / n : 0) }')
         printf '%-12s %6d %12s %10s %10s %10s %8s %14s\n' "$s" "$c" "${RPS[$k]}" "${P50[$k]}" \
             "${P99[$k]}" "${P999[$k]}" "${ERR[$k]}" "${CPU[$k]}"
-        [[ ${ERR[$k]} == 0 ]] || { status=1; sed 's/^/  loadgen: /' "$TMP/loadgen.err" >&2; }
     done
+    unset LINES TICKS TOTAL ERRS
 done
 
 # --- ratios and targets ---------------------------------------------------------------------

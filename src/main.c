@@ -22,6 +22,7 @@
 #include "lib/log.h"
 #include "chat/chat.h"
 #include "lib/workq.h"
+#include "mcp/mcp.h"
 #include "llm/llm.h"
 #include "memory/memory.h"
 #include "net/net.h"
@@ -29,11 +30,13 @@
 #include "store/store.h"
 
 static app g_app;
+static volatile sig_atomic_t g_stop;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    net_request_stop(&g_app);
+    g_stop = 1;
+    if (!g_app.cfg.stdio) net_request_stop(&g_app);
 }
 
 static int make_dirs(const char *path)
@@ -99,6 +102,7 @@ static void shutdown_all(app *a)
     workq_stop(a->workers); /* runs every queued job; their writes commit */
     a->workers = NULL;
     chat_shutdown(); /* chats still streaming now finish on the upstream thread */
+    mcp_shutdown();
     llm_stop(a->llm); /* aborts them: each ends (cancelled) and is answered */
     a->llm = NULL;
     mem_close(a->memory); /* stops background decay before the store goes */
@@ -137,14 +141,20 @@ int main(int argc, char **argv)
     log_info("llm backend", "provider=%s url=%s model=%s", llm_provider_name(a->cfg.llm.provider),
              a->cfg.llm.url, a->cfg.llm.model);
     api_init();
+    a->mcp_fixtures = a->cfg.mcp_fixtures;
+    mcp_init(a);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     a->workers = workq_start(a->cfg.workers > 0 ? a->cfg.workers : (int)(cores > 0 ? cores : 2));
     install_signals();
-    if (net_start(a) < 0) {
-        shutdown_all(a);
-        return 1;
+    if (a->cfg.stdio) {
+        net_stdio_run(a, &g_stop);
+    } else {
+        if (net_start(a) < 0) {
+            shutdown_all(a);
+            return 1;
+        }
+        net_run(a);
     }
-    net_run(a);
     shutdown_all(a);
     curl_global_cleanup();
     return 0;

@@ -54,6 +54,17 @@ bool api_stats_inline(app *a, rpc_session *s, const jv *params);
 int api_system_status(rpc_call *c);
 int api_system_models(rpc_call *c);
 
+/* relationships, emotions, visual - api_social.c */
+int api_relationship_get(rpc_call *c);
+int api_relationship_list(rpc_call *c);
+int api_relationship_compatibility(rpc_call *c);
+int api_relationship_stats(rpc_call *c);
+int api_relationship_update(rpc_call *c);
+int api_persona_relationship(rpc_call *c);
+int api_emotional_get_state(rpc_call *c);
+int api_emotional_update_state(rpc_call *c);
+int api_visual_update(rpc_call *c);
+
 /* Shared by handlers: the persona named by params.persona_id, or the
  * session's current persona. Writes the resolved id (40 bytes). Fails with
  * -32001 when neither exists. */

@@ -42,6 +42,16 @@ static const rpc_method g_table[] = {
     /* system.* - api_system.c */
     INLINE("system.status", api_system_status),
     WORKER("system.models", api_system_models),
+    /* relationships, emotions, visual - api_social.c */
+    WORKER("relationship.get", api_relationship_get),
+    WORKER("relationship.list", api_relationship_list),
+    WORKER("relationship.compatibility", api_relationship_compatibility),
+    WORKER("relationship.stats", api_relationship_stats),
+    WORKER("relationship.update", api_relationship_update),
+    WORKER("persona.relationship", api_persona_relationship),
+    WORKER("emotional.get_state", api_emotional_get_state),
+    WORKER("emotional.update_state", api_emotional_update_state),
+    INLINE("visual.update", api_visual_update),
 };
 
 void api_init(void)

@@ -39,6 +39,8 @@ typedef struct app_config {
     char allowed_origins[1024]; /* comma-separated extra origins */
     llm_config llm; /* chat backend: provider, URL, model, key, timeouts */
     mem_config mem; /* memory: embedder dimension, budget, scoring, pruning, decay */
+    bool stdio;             /* --stdio: MCP on stdin/stdout, no port */
+    bool mcp_fixtures;      /* --conformance-fixtures */
     bool show_help, show_version;
 } app_config;
 
@@ -62,10 +64,19 @@ typedef struct app {
     struct mem_store *memory;
     struct llm *llm;
     struct lws_context *lws;
+    /* Called after a committed change, for MCP list-changed and
+     * resource-updated notifications (NULL: nobody listens). what is
+     * APP_CHANGED_PERSONAS or APP_CHANGED_MEMORIES. Any thread. */
+    void (*on_change)(struct app *a, int what, const char *persona_id);
+    bool mcp_fixtures; /* --conformance-fixtures (copied from cfg) */
     time_t started_at;
     atomic_int connections; /* open WebSocket connections */
     atomic_bool stopping;
 } app;
+
+enum { APP_CHANGED_PERSONAS = 1, APP_CHANGED_MEMORIES = 2 };
+/* Tell listeners (MCP sessions) what changed. */
+void app_changed(struct app *a, int what, const char *persona_id);
 
 double app_now(void); /* wall clock, seconds since the epoch */
 /* Current UTC time as ISO 8601 with microseconds; z selects "Z" over "+00:00". */

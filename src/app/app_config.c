@@ -66,7 +66,7 @@ enum {
     OPT_DECAY_HOURS, OPT_DECAY_MINUTES, OPT_DECAY_FLOOR, OPT_PRUNE_TARGET, OPT_PRUNE_THRESHOLD,
     OPT_PRUNE_STRATEGY, OPT_AUTO_PRUNE, OPT_AUTO_PRUNE_AT, OPT_AUTO_PRUNE_IMP, OPT_IMP_MIN,
     OPT_IMP_MAX, OPT_LLM_PROVIDER, OPT_LLM_URL, OPT_LLM_MODEL, OPT_LLM_KEY, OPT_LLM_CONNECT,
-    OPT_LLM_IDLE, OPT_LLM_MAXTOK
+    OPT_LLM_IDLE, OPT_LLM_MAXTOK, OPT_STDIO, OPT_FIXTURES
 };
 
 static const struct option g_opts[] = {
@@ -100,6 +100,8 @@ static const struct option g_opts[] = {
     {"llm-connect-timeout-ms", required_argument, 0, OPT_LLM_CONNECT},
     {"llm-idle-timeout-ms", required_argument, 0, OPT_LLM_IDLE},
     {"llm-max-tokens", required_argument, 0, OPT_LLM_MAXTOK},
+    {"stdio", no_argument, 0, OPT_STDIO},
+    {"conformance-fixtures", no_argument, 0, OPT_FIXTURES},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},
     {0, 0, 0, 0},
@@ -143,6 +145,9 @@ void app_config_usage(FILE *out)
           "  --llm-connect-timeout-ms N  give up connecting after N ms (default 2000)\n"
           "  --llm-idle-timeout-ms N  end a stream silent for N ms (default 15000)\n"
           "  --llm-max-tokens N       tokens per reply when the client sets none (512)\n"
+          "  --stdio                  speak MCP on stdin/stdout instead of listening\n"
+          "  --conformance-fixtures   add the MCP conformance suite's test_* tools,\n"
+          "                           test:// resources and test prompts (testing only)\n"
           "  --help, --version\n",
           out);
 }
@@ -264,6 +269,8 @@ static int apply_llm(llm_config *l, int key, const char *v, char *err, size_t n)
 static int apply(app_config *c, int key, const char *v, char *err, size_t n)
 {
     long x = 0;
+    if (key == OPT_STDIO) return (c->stdio = true), 0;
+    if (key == OPT_FIXTURES) return (c->mcp_fixtures = true), 0;
     if (key >= OPT_LLM_PROVIDER) return apply_llm(&c->llm, key, v, err, n);
     if (key >= OPT_EMBED_DIM) return apply_memory(&c->mem, key, v, err, n);
     switch (key) {
@@ -391,4 +398,9 @@ void app_iso_now(char out[40], bool z)
     gmtime_r(&tv.tv_sec, &tm);
     snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%06ld%s", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec, z ? "Z" : "+00:00");
+}
+
+void app_changed(app *a, int what, const char *persona_id)
+{
+    if (a && a->on_change) a->on_change(a, what, persona_id);
 }

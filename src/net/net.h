@@ -33,6 +33,13 @@ void net_destroy(app *a);
 typedef void (*net_post_fn)(app *a, void *arg);
 void net_post(app *a, net_post_fn fn, void *arg);
 
+/* MCP over stdin/stdout instead of a port (--stdio). Returns at EOF or
+ * when *stop becomes true, after the work in flight finished. */
+#include <signal.h>
+int net_stdio_run(app *a, volatile sig_atomic_t *stop);
+/* A fresh rpc_session id. */
+uint64_t net_next_session_id(void);
+
 /* True for 127.x.x.x, localhost, ::1 and [::1]. */
 bool net_host_is_loopback_name(const char *host);
 

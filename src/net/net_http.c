@@ -22,12 +22,23 @@
 int net_http_reply(struct lws *wsi, net_pss *pss, unsigned status, const char *ctype,
                    const char *body, size_t len)
 {
+    return net_http_reply_h(wsi, pss, status, ctype, body, len, NULL, 0);
+}
+
+int net_http_reply_h(struct lws *wsi, net_pss *pss, unsigned status, const char *ctype,
+                     const char *body, size_t len, const net_header *extra, int nextra)
+{
     unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr;
     if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-                                     (const unsigned char *)"no-store", 8, &p, end) ||
-        lws_finalize_write_http_header(wsi, start, &p, end))
+                                     (const unsigned char *)"no-store", 8, &p, end))
         return -1;
+    for (int i = 0; i < nextra; i++)
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)extra[i].name,
+                                        (const unsigned char *)extra[i].value,
+                                        (int)strlen(extra[i].value), &p, end))
+            return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end)) return -1;
     free(pss->body);
     pss->body = malloc(LWS_PRE + len + 1);
     if (!pss->body) abort();
@@ -37,8 +48,30 @@ int net_http_reply(struct lws *wsi, net_pss *pss, unsigned status, const char *c
     return 0;
 }
 
+int net_http_rpc_error(struct lws *wsi, net_pss *pss, unsigned status, int code, const char *msg)
+{
+    jw w;
+    jw_init(&w, 0, 256);
+    jw_obj_begin(&w);
+    jw_kstr(&w, "jsonrpc", "2.0");
+    jw_key(&w, "error");
+    jw_obj_begin(&w);
+    jw_kint(&w, "code", code);
+    jw_kstr(&w, "message", msg);
+    jw_obj_end(&w);
+    jw_key(&w, "id");
+    jw_null(&w);
+    jw_obj_end(&w);
+    net_header allow = {"allow:", "GET, POST, DELETE"};
+    int rc = net_http_reply_h(wsi, pss, status, "application/json", jw_data(&w), jw_size(&w),
+                              &allow, status == 405);
+    jw_free(&w);
+    return rc;
+}
+
 int net_http_writeable(struct lws *wsi, net_pss *pss)
 {
+    if (pss && !pss->body && pss->mcp) return net_mcp_http_writeable(wsi, pss);
     if (!pss || !pss->body) return 0;
     int n = lws_write(wsi, (unsigned char *)pss->body + LWS_PRE, pss->body_len,
                       LWS_WRITE_HTTP_FINAL);
@@ -53,6 +86,7 @@ void net_http_drop(net_pss *pss)
     if (!pss) return;
     free(pss->body);
     pss->body = NULL;
+    net_mcp_http_closed(pss);
 }
 
 static int reply_jw(struct lws *wsi, net_pss *pss, unsigned status, const char *ctype, jw *w)
@@ -179,7 +213,6 @@ int net_http_request(app *a, struct lws *wsi, net_pss *pss, const char *uri)
         if (strcmp(uri, "/metrics") == 0) return metrics(a, wsi, pss);
         return health(a, wsi, pss, strcmp(uri, "/") == 0);
     }
-    if (strcmp(uri, "/mcp") == 0)
-        return reply_error(wsi, pss, 426, "use a WebSocket upgrade on /mcp");
+    if (strcmp(uri, "/mcp") == 0) return net_mcp_http_request(a, wsi, pss);
     return reply_error(wsi, pss, 404, "not found");
 }

@@ -12,11 +12,25 @@
 
 /* Per-wsi user data (lws allocates it for every connection). */
 typedef struct net_conn net_conn;
+typedef struct mh_req mh_req;
 typedef struct net_pss {
     net_conn *conn;     /* WebSocket connections */
     char *body;         /* HTTP: response body with LWS_PRE headroom */
     size_t body_len;
+    mh_req *mcp;        /* MCP Streamable HTTP request on this connection */
 } net_pss;
+
+
+/* net_mcp_http.c: MCP Streamable HTTP on /mcp (POST, GET, DELETE). */
+int net_mcp_http_request(app *a, struct lws *wsi, net_pss *pss);
+int net_mcp_http_body(app *a, struct lws *wsi, net_pss *pss, const void *in, size_t len);
+int net_mcp_http_body_done(app *a, struct lws *wsi, net_pss *pss);
+int net_mcp_http_writeable(struct lws *wsi, net_pss *pss);
+void net_mcp_http_closed(net_pss *pss);
+void net_mcp_http_shutdown(void);
+
+/* Reply with a JSON-RPC error body {"jsonrpc":"2.0","error":{...},"id":null}. */
+int net_http_rpc_error(struct lws *wsi, net_pss *pss, unsigned status, int code, const char *msg);
 
 /* net_guard.c: request admission. Returns 0 when allowed, else the HTTP
  * status to refuse with (403 bad Origin/Host, 401 missing token) and a reason. */
@@ -31,5 +45,11 @@ void net_http_drop(net_pss *pss);
 /* Shared response helper: status + JSON/text body, written on WRITEABLE. */
 int net_http_reply(struct lws *wsi, net_pss *pss, unsigned status, const char *ctype,
                    const char *body, size_t len);
+/* The same with extra headers, e.g. "mcp-session-id:" (name with colon). */
+typedef struct net_header {
+    const char *name, *value;
+} net_header;
+int net_http_reply_h(struct lws *wsi, net_pss *pss, unsigned status, const char *ctype,
+                     const char *body, size_t len, const net_header *extra, int nextra);
 
 #endif

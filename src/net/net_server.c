@@ -74,7 +74,7 @@ static struct {
     pthread_mutex_t post_mu;
     post_item *post_head, *post_tail;
     volatile sig_atomic_t stop_requested;
-    uint64_t next_conn_id;
+    atomic_uint_fast64_t next_conn_id;
     int jobs_in_flight; /* dispatched to workers, not yet completed */
     int out_queued;     /* responses waiting for WRITEABLE */
     jarena scratch;
@@ -84,6 +84,13 @@ static struct {
 /* ---- connection objects ---------------------------------------------------- */
 
 static const rpc_sink_ops g_sink_ops;
+
+uint64_t net_next_session_id(void)
+{
+    return atomic_fetch_add(&S.next_conn_id, 1) + 1;
+}
+
+
 
 static net_conn *conn_new(app *a, struct lws *wsi)
 {
@@ -95,7 +102,7 @@ static net_conn *conn_new(app *a, struct lws *wsi)
     atomic_init(&c->refs, 1);
     c->wsi = wsi;
     c->app = a;
-    c->sess = rpc_session_new(++S.next_conn_id);
+    c->sess = rpc_session_new(net_next_session_id());
     return c;
 }
 
@@ -564,6 +571,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_CLOSED: ws_closed(a, pss); return 0;
     case LWS_CALLBACK_HTTP: return net_http_request(a, wsi, pss, in);
     case LWS_CALLBACK_HTTP_WRITEABLE: return net_http_writeable(wsi, pss);
+    case LWS_CALLBACK_HTTP_BODY: return net_mcp_http_body(a, wsi, pss, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION: return net_mcp_http_body_done(a, wsi, pss);
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP: net_http_drop(pss); return 0;
     default: break;
@@ -586,6 +595,8 @@ static struct lws_protocols g_protocols[] = {
 
 static void lws_log_emit(int level, const char *line)
 {
+    /* lws 4.1 logs this for every HTTP/1 SSE stream; it is harmless. */
+    if (strstr(line, "not h2 substream")) return;
     char text[512];
     size_t n = strlen(line);
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) n--;
@@ -669,6 +680,7 @@ void net_destroy(app *a)
 {
     if (a->lws) lws_context_destroy(a->lws);
     a->lws = NULL;
+    net_mcp_http_shutdown();
     run_posts(a); /* completions that raced the shutdown: free them */
     jarena_free(&S.scratch);
 }

@@ -17,9 +17,6 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 
-static const rpc_method *g_methods;
-static int g_count;
-static int *g_sorted; /* indexes into g_methods, sorted by name */
 
 /* ---- sessions ------------------------------------------------------------ */
 
@@ -42,6 +39,7 @@ void rpc_session_unref(rpc_session *s)
 {
     if (s && atomic_fetch_sub(&s->refs, 1) == 1) {
         if (s->chat && s->chat_free) s->chat_free(s->chat);
+        if (s->mcp && s->mcp_free) s->mcp_free(s->mcp);
         pthread_mutex_destroy(&s->mu);
         free(s);
     }
@@ -69,36 +67,42 @@ void rpc_session_forget(rpc_session *s, const char *id)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* ---- method table -------------------------------------------------------- */
+/* ---- method tables ------------------------------------------------------- */
+
+static rpc_table g_default;
+
+static const rpc_method *g_sorting; /* qsort has no context argument */
 
 static int cmp_index(const void *a, const void *b)
 {
-    return strcmp(g_methods[*(const int *)a].name, g_methods[*(const int *)b].name);
+    return strcmp(g_sorting[*(const int *)a].name, g_sorting[*(const int *)b].name);
 }
 
-void rpc_set_methods(const rpc_method *methods, int count)
+void rpc_table_init(rpc_table *t, const rpc_method *methods, int count, int metrics_base)
 {
-    g_methods = methods;
-    g_count = count;
-    free(g_sorted);
-    g_sorted = malloc(sizeof(int) * (size_t)(count ? count : 1));
-    if (!g_sorted) abort();
+    free(t->sorted);
+    t->methods = methods;
+    t->count = count;
+    t->metrics_base = metrics_base;
+    t->sorted = malloc(sizeof(int) * (size_t)(count ? count : 1));
+    if (!t->sorted) abort();
     for (int i = 0; i < count; i++) {
-        g_sorted[i] = i;
-        metrics_register_method(i, methods[i].name);
+        t->sorted[i] = i;
+        metrics_register_method(metrics_base + i, methods[i].name);
     }
-    qsort(g_sorted, (size_t)count, sizeof(int), cmp_index);
+    g_sorting = methods;
+    qsort(t->sorted, (size_t)count, sizeof(int), cmp_index);
 }
 
-const rpc_method *rpc_lookup(const char *name, int *index)
+const rpc_method *rpc_table_lookup(const rpc_table *t, const char *name, int *index)
 {
-    int lo = 0, hi = g_count - 1;
+    int lo = 0, hi = t->count - 1;
     while (lo <= hi) {
         int mid = (lo + hi) / 2;
-        int c = strcmp(name, g_methods[g_sorted[mid]].name);
+        int c = strcmp(name, t->methods[t->sorted[mid]].name);
         if (c == 0) {
-            if (index) *index = g_sorted[mid];
-            return &g_methods[g_sorted[mid]];
+            if (index) *index = t->metrics_base + t->sorted[mid];
+            return &t->methods[t->sorted[mid]];
         }
         if (c < 0)
             hi = mid - 1;
@@ -107,6 +111,21 @@ const rpc_method *rpc_lookup(const char *name, int *index)
     }
     if (index) *index = -1;
     return NULL;
+}
+
+void rpc_set_methods(const rpc_method *methods, int count)
+{
+    rpc_table_init(&g_default, methods, count, 0);
+}
+
+const rpc_method *rpc_lookup(const char *name, int *index)
+{
+    return rpc_table_lookup(&g_default, name, index);
+}
+
+static const rpc_table *table_of(const rpc_session *s)
+{
+    return s && s->table ? s->table : &g_default;
 }
 
 int rpc_fail(rpc_call *c, int code, const char *fmt, ...)
@@ -209,6 +228,11 @@ static bool execute_one(app *a, rpc_session *s, rpc_sink *sink, bool can_defer, 
 {
     const jv *id;
     bool notify;
+    if (msg->type == JV_OBJECT && !jv_get(msg, "method") && jv_get(msg, "id") &&
+        (jv_get(msg, "result") || jv_get(msg, "error")) && s && s->on_response) {
+        s->on_response(s, msg); /* a client's answer to one of our requests */
+        return false;
+    }
     const char *bad = check_request(msg, &id, &notify);
     if (bad) {
         rpc_write_error(out, id, RPC_INVALID_REQUEST, bad, NULL);
@@ -217,7 +241,7 @@ static bool execute_one(app *a, rpc_session *s, rpc_sink *sink, bool can_defer, 
     }
     const char *name = jv_get(msg, "method")->u.s;
     int idx;
-    const rpc_method *m = rpc_lookup(name, &idx);
+    const rpc_method *m = rpc_table_lookup(table_of(s), name, &idx);
     if (!m) {
         if (!notify) {
             char text[300];
@@ -279,7 +303,7 @@ rpc_where rpc_message_where(app *a, rpc_session *s, const jv *msg)
     for (uint32_t i = 0; i < n; i++) {
         const jv *m = jv_get(&items[i], "method");
         if (!jv_is_str(m)) continue;
-        const rpc_method *rm = rpc_lookup(m->u.s, NULL);
+        const rpc_method *rm = rpc_table_lookup(table_of(s), m->u.s, NULL);
         if (!rm || rm->where == RPC_INLINE) continue;
         const jv *p = jv_get(&items[i], "params");
         if (!rm->inline_if || !rm->inline_if(a, s, p && p->type == JV_OBJECT ? p : NULL))

@@ -41,6 +41,8 @@ enum {
     RPC_SERVER_STOPPING = -32005,
 };
 
+struct rpc_table;
+
 /* Per-connection state. Refcounted: the connection and every queued job
  * hold a reference. */
 typedef struct rpc_session {
@@ -52,6 +54,14 @@ typedef struct rpc_session {
      * session. Guarded by mu. */
     void *chat;
     void (*chat_free)(void *chat);
+    /* The method table this connection speaks (NULL: the persona protocol)
+     * and the MCP face's per-session state. Set before any request. */
+    const struct rpc_table *table;
+    void *mcp;
+    void (*mcp_free)(void *mcp);
+    /* A message with "result"/"error" and no "method" (a client's answer to
+     * a server request, MCP sampling) goes here; NULL: -32600. */
+    void (*on_response)(struct rpc_session *s, const jv *msg);
 } rpc_session;
 
 rpc_session *rpc_session_new(uint64_t id);
@@ -124,7 +134,20 @@ typedef struct rpc_method {
     rpc_inline_if inline_if; /* optional */
 } rpc_method;
 
-/* Register the method table (kept by pointer; must outlive the server). */
+/* A method table, sorted once for bsearch. metrics_base offsets its method
+ * indexes in the request metrics so several tables can share them. */
+typedef struct rpc_table {
+    const rpc_method *methods;
+    int count;
+    int *sorted;
+    int metrics_base;
+} rpc_table;
+
+void rpc_table_init(rpc_table *t, const rpc_method *methods, int count, int metrics_base);
+const rpc_method *rpc_table_lookup(const rpc_table *t, const char *name, int *index);
+
+/* The default table (the persona protocol), used by sessions whose table
+ * is NULL. Kept by pointer; must outlive the server. */
 void rpc_set_methods(const rpc_method *methods, int count);
 const rpc_method *rpc_lookup(const char *name, int *index);
 
@@ -138,6 +161,13 @@ rpc_deferred *rpc_defer(rpc_call *c, bool ordered, const jv *id);
 void rpc_deferred_result(rpc_deferred *d, const char *result, size_t len);
 /* Send an error frame; data (JSON text) may be NULL. */
 void rpc_deferred_error(rpc_deferred *d, int code, const char *msg, const char *data);
+/* Send any complete JSON-RPC message (a notification, a server request)
+ * on the deferral's sink. */
+void rpc_deferred_send_raw(rpc_deferred *d, const char *json, size_t len);
+/* The same for a synchronous handler: a message sent before its response
+ * (no-op when the transport has no sink). */
+void rpc_send_raw(rpc_call *c, const char *json, size_t len);
+rpc_sink *rpc_deferred_sink(rpc_deferred *d);
 /* Called (once, on the service thread) if the client goes away first. */
 void rpc_deferred_on_close(rpc_deferred *d, void (*fn)(void *ctx), void *ctx);
 /* The id as JSON text ("null" if none). */

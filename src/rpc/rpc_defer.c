@@ -136,3 +136,26 @@ void rpc_deferred_end(rpc_deferred *d, bool ok)
     free(d->id);
     free(d);
 }
+
+static void send_raw(rpc_sink *s, const char *json, size_t len)
+{
+    jw w;
+    jw_init(&w, s->headroom, len + 16);
+    jw_append(&w, json, len);
+    s->ops->send(s, &w);
+}
+
+void rpc_deferred_send_raw(rpc_deferred *d, const char *json, size_t len)
+{
+    send_raw(d->sink, json, len);
+}
+
+void rpc_send_raw(rpc_call *c, const char *json, size_t len)
+{
+    if (c->sink) send_raw(c->sink, json, len);
+}
+
+rpc_sink *rpc_deferred_sink(rpc_deferred *d)
+{
+    return d->sink;
+}

@@ -164,5 +164,71 @@ static const char schema_v3[] =
     "    (SELECT 1 FROM json_each(conversations.participants) WHERE value = old.id);"
     "END;";
 
-const char *const store_migrations[] = {schema_v1, schema_v2, schema_v3};
+/* Version 4: relationships and emotional state (spec §5.1 "Recommended
+ * unified schema", §12 item 18), written only by src/social. One scale per
+ * field: affinity, trust, respect and intimacy are all in [0, 1] with 0.5
+ * for a new pair (the algorithm of relationship.update, §6.8.2). A pair is
+ * stored once, in canonical order (persona1_id < persona2_id), so UNIQUE
+ * (persona1_id, persona2_id) makes it one row whichever way it is asked.
+ * interaction_history keeps the caller's order (persona1 = initiator).
+ * Every foreign key is indexed. Deleting a persona removes its
+ * relationships, history and emotional state in the same transaction: by
+ * ON DELETE CASCADE and, should foreign keys ever be off on a connection,
+ * by the trigger (spec issue 6 item 6). */
+static const char schema_v4[] =
+    "CREATE TABLE relationships ("
+    "  id TEXT PRIMARY KEY,"
+    "  persona1_id TEXT NOT NULL REFERENCES personas (id) ON DELETE CASCADE,"
+    "  persona2_id TEXT NOT NULL REFERENCES personas (id) ON DELETE CASCADE,"
+    "  affinity REAL NOT NULL DEFAULT 0.5 CHECK (affinity BETWEEN 0 AND 1),"
+    "  trust REAL NOT NULL DEFAULT 0.5 CHECK (trust BETWEEN 0 AND 1),"
+    "  respect REAL NOT NULL DEFAULT 0.5 CHECK (respect BETWEEN 0 AND 1),"
+    "  intimacy REAL NOT NULL DEFAULT 0.5 CHECK (intimacy BETWEEN 0 AND 1),"
+    "  relationship_type TEXT NOT NULL DEFAULT 'stranger' CHECK (relationship_type IN"
+    "    ('stranger', 'acquaintance', 'friend', 'close_friend', 'rival', 'enemy', 'mentor',"
+    "     'student', 'romantic', 'family')),"
+    "  interaction_count INTEGER NOT NULL DEFAULT 0 CHECK (interaction_count >= 0),"
+    "  total_interaction_time REAL NOT NULL DEFAULT 0 CHECK (total_interaction_time >= 0),"
+    "  recent_interaction_quality REAL NOT NULL DEFAULT 0"
+    "    CHECK (recent_interaction_quality BETWEEN -1 AND 1),"
+    "  first_meeting TEXT NOT NULL,"
+    "  last_interaction TEXT,"
+    "  shared_experiences TEXT NOT NULL DEFAULT '[]',"
+    "  created_at TEXT NOT NULL,"
+    "  updated_at TEXT NOT NULL,"
+    "  CHECK (persona1_id < persona2_id),"
+    "  UNIQUE (persona1_id, persona2_id)"
+    ");"
+    "CREATE INDEX relationships_persona2 ON relationships (persona2_id);"
+    "CREATE TABLE emotional_states ("
+    "  persona_id TEXT PRIMARY KEY REFERENCES personas (id) ON DELETE CASCADE,"
+    "  mood REAL NOT NULL DEFAULT 0.5 CHECK (mood BETWEEN -1 AND 1),"
+    "  energy_level REAL NOT NULL DEFAULT 0.7 CHECK (energy_level BETWEEN 0 AND 1),"
+    "  stress_level REAL NOT NULL DEFAULT 0.3 CHECK (stress_level BETWEEN 0 AND 1),"
+    "  curiosity REAL NOT NULL DEFAULT 0.6 CHECK (curiosity BETWEEN 0 AND 1),"
+    "  social_battery REAL NOT NULL DEFAULT 0.8 CHECK (social_battery BETWEEN 0 AND 1),"
+    "  last_updated TEXT NOT NULL,"
+    "  created_at TEXT NOT NULL"
+    ");"
+    "CREATE TABLE interaction_history ("
+    "  id INTEGER PRIMARY KEY,"
+    "  persona1_id TEXT NOT NULL REFERENCES personas (id) ON DELETE CASCADE,"
+    "  persona2_id TEXT NOT NULL REFERENCES personas (id) ON DELETE CASCADE,"
+    "  interaction_quality REAL NOT NULL CHECK (interaction_quality BETWEEN -1 AND 1),"
+    "  duration_minutes REAL NOT NULL DEFAULT 5.0 CHECK (duration_minutes >= 0),"
+    "  context TEXT NOT NULL DEFAULT 'conversation',"
+    "  emotional_impact TEXT NOT NULL DEFAULT '{}',"
+    "  memory_references TEXT NOT NULL DEFAULT '[]',"
+    "  timestamp TEXT NOT NULL"
+    ");"
+    "CREATE INDEX interaction_history_pair ON interaction_history"
+    "  (persona1_id, persona2_id, timestamp);"
+    "CREATE INDEX interaction_history_persona2 ON interaction_history (persona2_id);"
+    "CREATE TRIGGER personas_cascade_social AFTER DELETE ON personas BEGIN"
+    "  DELETE FROM relationships WHERE persona1_id = old.id OR persona2_id = old.id;"
+    "  DELETE FROM interaction_history WHERE persona1_id = old.id OR persona2_id = old.id;"
+    "  DELETE FROM emotional_states WHERE persona_id = old.id;"
+    "END;";
+
+const char *const store_migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4};
 const int store_schema_version = (int)(sizeof store_migrations / sizeof store_migrations[0]);

@@ -103,8 +103,12 @@ class Server:
             try:
                 with open(port_file) as f:
                     text = f.read().strip()
+                # A half-written file could name the wrong port: accept it once it is stable.
                 if text.isdigit() and 0 < int(text) < 65536:
-                    return int(text)
+                    time.sleep(0.05)
+                    with open(port_file) as f:
+                        if f.read().strip() == text:
+                            return int(text)
             except FileNotFoundError:
                 pass
             time.sleep(0.02)

@@ -474,6 +474,8 @@ def test_zero_tokens(fake):
 
 
 def test_first_token_and_delay_timing(fake):
+    """Token i is due at t0 + first_token_ms + i * delay_ms: never earlier (a firm bound),
+    and on an idle machine within a few ms (a loose bound, so a loaded machine passes)."""
     opts = marker(tokens=4, first_token_ms=300, delay_ms=100)
     with socket.create_connection((HOST, fake.port), timeout=TIMEOUT) as sock:
         t0 = time.monotonic()
@@ -486,9 +488,20 @@ def test_first_token_and_delay_timing(fake):
     for line in res.body.split(b"\n")[:4]:
         pos += len(line) + 1
         ends.append(next(t for t, n in res.arrivals if n >= pos) - t0)
-    assert 0.28 <= ends[0] <= 1.0, ends
-    gaps = [b - a for a, b in zip(ends, ends[1:])]
-    assert all(0.08 <= g <= 0.4 for g in gaps), gaps
+    for i, t in enumerate(ends):
+        assert 0.3 + 0.1 * i - 0.002 <= t <= 0.3 + 0.1 * i + 0.7, (i, ends)
+
+
+def test_stamp_tokens_carry_their_write_time(fake):
+    t0 = time.time()
+    res = raw_post(fake, "/api/chat", chat(marker(stamp=True, tokens=3, delay_ms=50)))
+    t1 = time.time()
+    toks = [o["message"]["content"] for o in ndjson(res.body)[:-1]]
+    assert len(toks) == 3 and not toks[0].startswith(" ") and toks[1].startswith(" ")
+    stamps = [float(t) for t in toks]
+    assert stamps == sorted(stamps) and stamps[-1] <= t1
+    for i, st in enumerate(stamps):
+        assert st >= t0 + 0.05 * i - 0.002, (i, st - t0)
 
 
 def test_non_stream_waits_for_the_whole_generation(fake):
@@ -859,9 +872,14 @@ def test_runtime_config(fake):
 
 
 def test_1000_concurrent_streams(fake_factory):
+    """1,000 streams of 20 tokens at 50 ms, all open at once. Asserts completeness only:
+    timing figures depend on the machine (docs/FAKE_LLM.md has measured ones). The first
+    token comes after 1 s so every stream is still open when the last request is parsed,
+    even on a loaded machine."""
     f = fake_factory()
     out = subprocess.run([PY, str(FAKE), "bench", "--port", str(f.port), "--streams", "1000",
-                          "--tokens", "20", "--delay-ms", "50", "--timeout", "60"],
+                          "--tokens", "20", "--delay-ms", "50", "--first-token-ms", "1000",
+                          "--timeout", "60"],
                          capture_output=True, text=True, timeout=120)
     report = json.loads(out.stdout)
     assert out.returncode == 0, (report, out.stderr)

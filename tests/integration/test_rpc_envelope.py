@@ -346,8 +346,9 @@ def test_pipelined_responses_in_request_order(server_factory):
                 assert_error(r, PERSONA_NOT_FOUND)
             else:
                 assert_error(r, METHOD_NOT_FOUND)
-        created = [r["result"]["name"] for q, r in zip(reqs, got) if q["method"] == "persona.create"]
-        assert created == [q["params"]["name"] for q in reqs if q["method"] == "persona.create"]
+        creates = [(q, r) for q, r in zip(reqs, got) if q["method"] == "persona.create"]
+        assert [r["result"]["name"] for _, r in creates] == \
+            [q["params"]["name"] for q, _ in creates]
 
     run(go())
 
