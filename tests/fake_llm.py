@@ -16,8 +16,10 @@ X-Fake-LLM header, or a marker "[[fake:{...}]]" in the last user message (the pr
 /api/generate). See docs/FAKE_LLM.md.
 
 Python 3 standard library only. The HTTP/1.1 server is written on asyncio.start_server:
-keep-alive, chunked responses for streams, one task per connection, so a thousand
-concurrent streams cost a thousand small tasks.
+keep-alive, chunked responses for streams, two small tasks per connection (the request
+handler and a reader that notices a client's close at once). The tokens of streams
+without injected faults are written from one shared timer per millisecond (TokenPacer),
+which is what lets one process keep 1,000 streams of 20 tokens/s on schedule.
 
     python3 tests/fake_llm.py --port 0 --port-file /tmp/fake.port --verbose
     python3 tests/fake_llm.py bench --port PORT --streams 1000 --tokens 20 --delay-ms 50
@@ -682,6 +684,98 @@ HEADER_SUBSET = ("content-type", "content-length", "transfer-encoding", "accept"
                  "authorization", "user-agent", "connection", "expect", "x-fake-llm")
 
 
+class TokenPacer:
+    """One timer per millisecond for all plain streams, instead of a timer, a future and
+    a task wake-up per token: the hot path of 1,000 concurrent streams. Items are due at
+    `when` rounded up to the next millisecond (never early, at most 1 ms late)."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.buckets = {}
+
+    def schedule(self, when, item):
+        key = math.ceil(when * 1000.0)
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = []
+            self.loop.call_at(key / 1000.0, self._fire, key)
+        bucket.append(item)
+
+    def _fire(self, key):
+        for item in self.buckets.pop(key, ()):
+            item.tick()
+
+
+class PlainStream:
+    """The tokens of a stream without faults, written straight from the pacer's timer
+    callbacks. The stream's coroutine waits on `done`, which the last token, a write
+    error or the client's EOF (through Conn.sleeper) completes."""
+
+    def __init__(self, app, conn, rec, fmt, tokens, start, gap, stamp):
+        self.app, self.conn, self.rec, self.fmt = app, conn, rec, fmt
+        self.tokens, self.start, self.gap, self.stamp = tokens, start, gap, stamp
+        self.i = 0
+        self.failed = False
+        self.done = conn.loop.create_future()
+
+    async def run(self):
+        conn = self.conn
+        conn.sleeper = self.done  # Conn.mark_eof wakes it
+        try:
+            self.app.pacer.schedule(self.start, self)
+            await self.done
+        finally:
+            conn.sleeper = None
+        if self.failed or conn.eof:
+            raise ClientGone()
+
+    def tick(self):
+        if self.done.done():
+            return
+        conn, app = self.conn, self.app
+        transport = conn.transport
+        if conn.eof or transport.is_closing():
+            self.failed = True
+            self.done.set_result(None)
+            return
+        now = conn.loop.time()
+        if transport.get_write_buffer_size() > 65536:  # the client reads slowly: wait
+            app.pacer.schedule(now + 0.01, self)
+            return
+        i = self.i
+        app.lag.append(max(0.0, now - (self.start + i * self.gap)))
+        tok = f"{' ' if i else ''}{time.time():.6f}" if self.stamp else self.tokens[i]
+        payload = self.fmt.token(tok)
+        try:
+            transport.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+        except (ConnectionError, OSError, RuntimeError):
+            self.failed = True
+            self.done.set_result(None)
+            return
+        self.rec["tokens_sent"] += 1
+        app.stats["tokens_sent"] += 1
+        self.i = i = i + 1
+        if i == len(self.tokens):
+            self.done.set_result(None)
+        else:
+            app.pacer.schedule(self.start + i * self.gap, self)
+
+
+API_ROUTES = {
+    ("POST", "/api/chat"): ("gen", OllamaChat),
+    ("POST", "/api/generate"): ("gen", OllamaGenerate),
+    ("POST", "/v1/chat/completions"): ("gen", OpenAIChat),
+    ("POST", "/api/embed"): ("embed", "ollama"),
+    ("POST", "/api/embeddings"): ("embed", "ollama-legacy"),
+    ("POST", "/v1/embeddings"): ("embed", "openai"),
+    ("GET", "/api/tags"): ("tags", None),
+    ("GET", "/api/version"): ("version", None),
+    ("GET", "/v1/models"): ("models", None),
+    ("GET", "/"): ("root", None),
+    ("HEAD", "/"): ("root", None),
+}
+
+
 def new_stats():
     return {"requests": 0, "active_streams": 0, "max_active_streams": 0,
             "completed_streams": 0, "aborted_streams": 0, "disconnected_streams": 0,
@@ -712,6 +806,7 @@ class FakeLLM:
         self.conns = set()
         self.closing = False
         self.started = time.time()
+        self.pacer = None  # TokenPacer, made in the running loop
 
     def log(self, msg):
         if self.args.verbose:
@@ -720,6 +815,8 @@ class FakeLLM:
     # -- connections --
 
     async def handle_conn(self, reader, writer):
+        if self.pacer is None:
+            self.pacer = TokenPacer(asyncio.get_running_loop())
         conn = Conn(reader, writer)
         conn.task = asyncio.current_task()
         self.conns.add(conn)
@@ -773,20 +870,7 @@ class FakeLLM:
         if path.startswith("/_fake"):
             return await self.introspect(conn, req, path)
 
-        api_routes = {
-            ("POST", "/api/chat"): ("gen", OllamaChat),
-            ("POST", "/api/generate"): ("gen", OllamaGenerate),
-            ("POST", "/v1/chat/completions"): ("gen", OpenAIChat),
-            ("POST", "/api/embed"): ("embed", "ollama"),
-            ("POST", "/api/embeddings"): ("embed", "ollama-legacy"),
-            ("POST", "/v1/embeddings"): ("embed", "openai"),
-            ("GET", "/api/tags"): ("tags", None),
-            ("GET", "/api/version"): ("version", None),
-            ("GET", "/v1/models"): ("models", None),
-            ("GET", "/"): ("root", None),
-            ("HEAD", "/"): ("root", None),
-        }
-        route = api_routes.get((method, path))
+        route = API_ROUTES.get((method, path))
         openai = path.startswith("/v1")
         err_fmt = OpenAIChat.error_body if openai else OllamaChat.error_body
         self.stats["requests"] += 1
@@ -801,7 +885,7 @@ class FakeLLM:
         keep = True
         try:
             if route is None:
-                known = any(p == path for (_, p) in api_routes)
+                known = any(p == path for (_, p) in API_ROUTES)
                 status = 405 if known else 404
                 rec["status"] = status
                 await self.send_json(conn, status, err_fmt(status, f"{method} {path}: "
@@ -838,11 +922,13 @@ class FakeLLM:
                 if not hmac.compare_digest(got.encode(), f"Bearer {self.args.api_key}".encode()):
                     self.stats["unauthorized"] += 1
                     rec["status"] = 401
+                    rec["outcome"] = "unauthorized"
                     await self.send_json(conn, 401, err_fmt(401, "invalid or missing API key"),
                                          extra=('WWW-Authenticate: Bearer realm="fake-llm"',))
                     return True
             if body_err:
                 rec["status"] = 400
+                rec["outcome"] = "bad_request"
                 await self.send_json(conn, 400, err_fmt(400, body_err))
                 return True
             if cfg["fail_status"]:
@@ -887,6 +973,8 @@ class FakeLLM:
         finally:
             if rec.get("outcome") in (None, "pending"):
                 rec["outcome"] = "completed" if keep else "closed"
+            if rec["ended_at"] is None and rec["outcome"] != "hung":
+                rec["ended_at"] = time.time()
             rec["duration_ms"] = round((time.monotonic() - t_start) * 1000.0, 3)
             self.log(f"{method} {req.target} -> {rec.get('status')} {rec['outcome']} "
                      f"({rec['duration_ms']} ms)")
@@ -1031,7 +1119,12 @@ class FakeLLM:
         disc = None if cfg["disconnect_after"] is None else min(cfg["disconnect_after"], n)
         stamp = cfg["stamp"]
         err = None if cfg["error_after"] is None else min(cfg["error_after"], n)
-        for i in range(n + 1):
+        plain = n and mal_at is None and disc is None and err is None \
+            and not cfg["split_lines"]
+        if plain:  # no fault to inject: the fast path (see TokenPacer)
+            await conn.flush()
+            await PlainStream(self, conn, rec, fmt, tokens, t0 + first, gap, stamp).run()
+        for i in range(0 if plain else n + 1):
             if disc == i:
                 await conn.close()
                 return "disconnected"

@@ -3,7 +3,8 @@
  * namespace: api_persona.c (persona.*), api_memory.c (memory.* searches and
  * writes, persona.memory), api_maint.c (memory pruning and decay),
  * api_chat.c (persona.chat, persona.chat_stream, persona.chat_cancel),
- * api_system.c (system.*). The table
+ * api_system.c (system.*), api_social.c (relationship.*, emotional.*,
+ * persona.relationship, visual.update). The table
  * that maps every method name to its handler and thread is api_table.c:
  * start there to find the handler of any method.
  *
@@ -54,6 +55,13 @@ bool api_stats_inline(app *a, rpc_session *s, const jv *params);
 int api_system_status(rpc_call *c);
 int api_system_models(rpc_call *c);
 
+/* conversation.* - api_conversation.c (engine/engine.h): start, status,
+ * end of spec §2.4, and turn (ours: play the next turn on request). */
+int api_conversation_start(rpc_call *c);
+int api_conversation_status(rpc_call *c);
+int api_conversation_end(rpc_call *c);
+int api_conversation_turn(rpc_call *c);
+
 /* relationships, emotions, visual - api_social.c */
 int api_relationship_get(rpc_call *c);
 int api_relationship_list(rpc_call *c);
@@ -64,6 +72,10 @@ int api_persona_relationship(rpc_call *c);
 int api_emotional_get_state(rpc_call *c);
 int api_emotional_update_state(rpc_call *c);
 int api_visual_update(rpc_call *c);
+
+/* state.save, state.load - api_state.c */
+int api_state_save(rpc_call *c);
+int api_state_load(rpc_call *c);
 
 /* Shared by handlers: the persona named by params.persona_id, or the
  * session's current persona. Writes the resolved id (40 bytes). Fails with

@@ -10,6 +10,7 @@
  * had one. Scores of relationship.compatibility are rounded to 3 decimals
  * like the original; relationship values are reported unrounded.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "api/api.h"

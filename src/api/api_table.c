@@ -42,6 +42,12 @@ static const rpc_method g_table[] = {
     /* system.* - api_system.c */
     INLINE("system.status", api_system_status),
     WORKER("system.models", api_system_models),
+    /* conversation.* - api_conversation.c: persona-to-persona conversations
+     * of the engine; all block (SQLite writer, LLM reply) */
+    WORKER("conversation.start", api_conversation_start),
+    WORKER("conversation.status", api_conversation_status),
+    WORKER("conversation.end", api_conversation_end),
+    WORKER("conversation.turn", api_conversation_turn),
     /* relationships, emotions, visual - api_social.c */
     WORKER("relationship.get", api_relationship_get),
     WORKER("relationship.list", api_relationship_list),
@@ -52,6 +58,9 @@ static const rpc_method g_table[] = {
     WORKER("emotional.get_state", api_emotional_get_state),
     WORKER("emotional.update_state", api_emotional_update_state),
     INLINE("visual.update", api_visual_update),
+    /* state.* - api_state.c: export/import of the whole database (state/state.h) */
+    WORKER("state.save", api_state_save),
+    WORKER("state.load", api_state_load),
 };
 
 void api_init(void)

@@ -55,6 +55,7 @@ struct persona_reg;
 struct lws_context;
 struct mem_store;
 struct llm;
+struct engine;
 
 typedef struct app {
     app_config cfg;
@@ -63,6 +64,7 @@ typedef struct app {
     struct persona_reg *personas;
     struct mem_store *memory;
     struct llm *llm;
+    struct engine *engine; /* conversation engine (engine/engine.h); NULL until used */
     struct lws_context *lws;
     /* Called after a committed change, for MCP list-changed and
      * resource-updated notifications (NULL: nobody listens). what is

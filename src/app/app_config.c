@@ -363,6 +363,7 @@ int app_config_load(app_config *c, int argc, char **argv, char *err, size_t errl
 {
     defaults(c);
     if (load_env(c, err, errlen) < 0) return -1;
+    bool data_dir_flag = false, db_flag = false;
     optind = 0; /* 0, not 1: a full getopt reset in glibc */
     opterr = 0;
     int key;
@@ -373,8 +374,13 @@ int app_config_load(app_config *c, int argc, char **argv, char *err, size_t errl
             return fail(err, errlen, "unknown or incomplete option '%s'", argv[optind - 1]);
         }
         if (apply(c, key, optarg, err, errlen) < 0) return -1;
+        data_dir_flag |= key == OPT_DATA_DIR;
+        db_flag |= key == OPT_DB;
     }
     if (optind < argc) return fail(err, errlen, "unexpected argument '%s'", argv[optind]);
+    /* Flags win over the environment: --data-dir given on the command line
+     * places the database there unless --db is given too. */
+    if (data_dir_flag && !db_flag) c->db_path[0] = 0;
     if (!c->db_path[0]) snprintf(c->db_path, sizeof c->db_path, "%s/personas.db", c->data_dir);
     if (c->mem.weights.min > c->mem.weights.max)
         return fail(err, errlen, "MEMORY_IMPORTANCE_MIN must not exceed MEMORY_IMPORTANCE_MAX");

@@ -38,31 +38,31 @@
 
 /* ---- configuration (spec defaults) ------------------------------------------ */
 
-#define ENGINE_TIME_MAX              30.0 /* §6.4 time term at duration 0 */
-#define ENGINE_TOPIC_MAX             25.0
-#define ENGINE_SOCIAL_MAX            20.0
-#define ENGINE_FATIGUE_MAX           15
-#define ENGINE_RESOURCE_MAX          10.0
-#define ENGINE_HISTORY_SCALE         12.5 /* history = compatibility * 12.5 - 2.5 */
-#define ENGINE_HISTORY_OFFSET        2.5
-#define ENGINE_DEFAULT_TOPIC_PREF    50
-#define ENGINE_SCORE_FULL_HIGH       80 /* >= : full_llm, creativity 0.8 */
-#define ENGINE_SCORE_FULL            60 /* >= : full_llm, creativity 0.6 */
-#define ENGINE_SCORE_CONSTRAINED     40 /* >= : constrained; below: template */
-#define ENGINE_MIN_BUDGET            50 /* should_continue needs budget > 50 */
-#define ENGINE_DEFAULT_BUDGET        1000
-#define ENGINE_MIN_TURN_SECONDS      30 /* a turn lasts at least 30 s of conversation */
-#define ENGINE_ENERGY_MAX            200
-#define ENGINE_ENERGY_REGEN_SECS     60.0  /* +1 energy per minute */
-#define ENGINE_FATIGUE_REGEN_SECS    300.0 /* -1 fatigue per 5 minutes */
-#define ENGINE_TIME_REGEN_PER_SEC    0.5   /* +30 s of available_time per minute */
-#define ENGINE_AVAILABLE_TIME_BASE   300   /* restore up to max(this, highest seen) */
-#define ENGINE_COOLDOWN_BASE         300.0
-#define ENGINE_TICK_SECONDS          60.0
-#define ENGINE_SIM_BUDGET            500
-#define ENGINE_SIM_MAX_CONCURRENT    3
-#define ENGINE_SIM_TURN_PROBABILITY  0.30
-#define ENGINE_SIM_MIN_PAIR_SCORE    10.0
+#define ENGINE_TIME_MAX             30.0 /* §6.4 time term at duration 0 */
+#define ENGINE_TOPIC_MAX            25.0
+#define ENGINE_SOCIAL_MAX           20.0
+#define ENGINE_FATIGUE_MAX          15
+#define ENGINE_RESOURCE_MAX         10.0
+#define ENGINE_HISTORY_SCALE        12.5 /* history = compatibility * 12.5 - 2.5 */
+#define ENGINE_HISTORY_OFFSET       2.5
+#define ENGINE_DEFAULT_TOPIC_PREF   50
+#define ENGINE_SCORE_FULL_HIGH      80 /* >= : full_llm, creativity 0.8 */
+#define ENGINE_SCORE_FULL           60 /* >= : full_llm, creativity 0.6 */
+#define ENGINE_SCORE_CONSTRAINED    40 /* >= : constrained; below: template */
+#define ENGINE_MIN_BUDGET           50 /* should_continue needs budget > 50 */
+#define ENGINE_DEFAULT_BUDGET       1000
+#define ENGINE_MIN_TURN_SECONDS     30 /* a turn lasts at least 30 s of conversation */
+#define ENGINE_ENERGY_MAX           200
+#define ENGINE_ENERGY_REGEN_SECS    60.0  /* +1 energy per minute */
+#define ENGINE_FATIGUE_REGEN_SECS   300.0 /* -1 fatigue per 5 minutes */
+#define ENGINE_TIME_REGEN_PER_SEC   0.5   /* +30 s of available_time per minute */
+#define ENGINE_AVAILABLE_TIME_BASE  300   /* restore up to max(this, highest seen) */
+#define ENGINE_COOLDOWN_BASE        300.0
+#define ENGINE_TICK_SECONDS         60.0
+#define ENGINE_SIM_BUDGET           500
+#define ENGINE_SIM_MAX_CONCURRENT   3
+#define ENGINE_SIM_TURN_PROBABILITY 0.30
+#define ENGINE_SIM_MIN_PAIR_SCORE   10.0
 
 /* ---- pure arithmetic ---------------------------------------------------------- */
 
@@ -106,11 +106,11 @@ bool engine_should_continue(int score, int token_budget);
 /* Routing (§4.2): route and LLM constraints for a score. */
 typedef struct engine_plan {
     engine_route route;
-    double creativity;  /* 0.8 | 0.6 | 0.5; 0 for template */
-    int max_length;     /* words: 100 | 50; 0 for template */
-    bool concise;       /* "Style: concise" */
-    bool prepare_exit;  /* "Prepare to end the conversation politely" */
-    int max_tokens;     /* num_predict: min(int(max_length * 1.3), 300), 50 when concise */
+    double creativity; /* 0.8 | 0.6 | 0.5; 0 for template */
+    int max_length;    /* words: 100 | 50; 0 for template */
+    bool concise;      /* "Style: concise" */
+    bool prepare_exit; /* "Prepare to end the conversation politely" */
+    int max_tokens;    /* num_predict: min(int(max_length * 1.3), 300), 50 when concise */
 } engine_plan;
 
 engine_plan engine_route_for(int score);
@@ -180,6 +180,8 @@ int engine_simulate(app *a, double minutes, double tick_seconds, FILE *out);
 /* ---- conversations (for api_conversation.c) ----------------------------------
  * Every call runs between engine_acquire (NULL when the server is stopping:
  * answer -32005) and engine_release. Errors carry a JSON-RPC code. */
+#define ENGINE_ERR_UNAVAILABLE (-32006) /* = RPC_PERSONA_UNAVAILABLE of api.h */
+
 typedef struct engine_err {
     int code;
     char msg[256];

@@ -12,6 +12,7 @@
  */
 #include <ctype.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -20,9 +21,12 @@
 const char *engine_route_name(engine_route r)
 {
     switch (r) {
-    case ENGINE_FULL_LLM: return "full_llm";
-    case ENGINE_CONSTRAINED: return "constrained";
-    default: return "template";
+    case ENGINE_FULL_LLM:
+        return "full_llm";
+    case ENGINE_CONSTRAINED:
+        return "constrained";
+    default:
+        return "template";
     }
 }
 
@@ -42,7 +46,8 @@ int engine_rank_level(const char *rank)
     static const struct {
         const char *name;
         int level;
-    } levels[] = {{"royalty", 5}, {"nobility", 4}, {"merchant", 3}, {"commoner", 2}, {"peasant", 1}};
+    } levels[] = {
+        {"royalty", 5}, {"nobility", 4}, {"merchant", 3}, {"commoner", 2}, {"peasant", 1}};
     for (size_t i = 0; rank && i < sizeof levels / sizeof levels[0]; i++)
         if (strcasecmp(rank, levels[i].name) == 0) return levels[i].level;
     return 2; /* unknown ranks count as commoner */
@@ -224,11 +229,12 @@ void engine_regenerate(engine_vitals *v, engine_carry *c, double elapsed, int ti
         int64_t e = (int64_t)v->social_energy + gain;
         v->social_energy = e > ENGINE_ENERGY_MAX ? ENGINE_ENERGY_MAX : (int)e;
     }
-    int rest = take_units(&c->fatigue, elapsed / ENGINE_FATIGUE_REGEN_SECS,
-                          v->interaction_fatigue <= 0);
-    if (rest) v->interaction_fatigue = rest >= v->interaction_fatigue ? 0 : v->interaction_fatigue - rest;
-    int back = take_units(&c->time, elapsed * ENGINE_TIME_REGEN_PER_SEC,
-                          v->available_time >= time_cap);
+    int rest =
+        take_units(&c->fatigue, elapsed / ENGINE_FATIGUE_REGEN_SECS, v->interaction_fatigue <= 0);
+    if (rest)
+        v->interaction_fatigue = rest >= v->interaction_fatigue ? 0 : v->interaction_fatigue - rest;
+    int back =
+        take_units(&c->time, elapsed * ENGINE_TIME_REGEN_PER_SEC, v->available_time >= time_cap);
     if (back) {
         int64_t t = (int64_t)v->available_time + back;
         v->available_time = t > time_cap ? time_cap : (int)t;

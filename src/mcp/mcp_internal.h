@@ -9,8 +9,16 @@
 #include "lib/jw.h"
 #include "mcp/mcp.h"
 
-enum { MCP_LOG_DEBUG, MCP_LOG_INFO, MCP_LOG_NOTICE, MCP_LOG_WARNING, MCP_LOG_ERROR,
-       MCP_LOG_CRITICAL, MCP_LOG_ALERT, MCP_LOG_EMERGENCY };
+enum {
+    MCP_LOG_DEBUG,
+    MCP_LOG_INFO,
+    MCP_LOG_NOTICE,
+    MCP_LOG_WARNING,
+    MCP_LOG_ERROR,
+    MCP_LOG_CRITICAL,
+    MCP_LOG_ALERT,
+    MCP_LOG_EMERGENCY
+};
 
 typedef struct mcp_pending mcp_pending;
 /* result or error is set (the other NULL); both NULL when the session
@@ -60,7 +68,9 @@ int mcp_resources_unsubscribe(rpc_call *c);
 int mcp_prompts_list(rpc_call *c);
 int mcp_prompts_get(rpc_call *c);
 int mcp_complete(rpc_call *c);
-/* mcp_fixtures.c: each returns 1 when it handled the call (fixtures on). */
+/* mcp_fixtures.c: each returns 1 when it handled the call (fixtures on),
+ * -1 when it handled it with rpc_fail() (the *_get/_read/complete hooks),
+ * 0 to let the product handler run. A fixture tool may rpc_defer(). */
 int mcp_fixture_tools_list(rpc_call *c, jw *w);
 int mcp_fixture_tool_call(rpc_call *c, const char *name, const jv *args);
 int mcp_fixture_resources_list(rpc_call *c, jw *w);

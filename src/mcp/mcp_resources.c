@@ -24,8 +24,8 @@
 #include "memory/memory.h"
 #include "persona/persona.h"
 
-#define PAGE 50
-#define MEMORIES_RECENT 20
+#define PAGE               50
+#define MEMORIES_RECENT    20
 #define MEMORIES_IMPORTANT 20
 
 /* ---- listing ---------------------------------------------------------------- */
@@ -61,7 +61,8 @@ int mcp_resources_list(rpc_call *c)
     persona_reg *r = c->app->personas;
     persona_reg_rdlock(r);
     size_t n = persona_reg_count(r) * 2, i = (size_t)start;
-    for (; i < n && i < (size_t)start + PAGE; i++) resource_entry(w, persona_reg_at(r, i / 2), i % 2);
+    for (; i < n && i < (size_t)start + PAGE; i++)
+        resource_entry(w, persona_reg_at(r, i / 2), i % 2);
     persona_reg_unlock(r);
     if (start == 0) mcp_fixture_resources_list(c, w);
     jw_arr_end(w);
@@ -80,13 +81,14 @@ int mcp_resources_templates(rpc_call *c)
     jw_obj_begin(w);
     jw_key(w, "resourceTemplates");
     jw_arr_begin(w);
-    jw_raw(w,
-           "{\"uriTemplate\":\"persona://{id}\",\"name\":\"persona\",\"title\":\"A persona\","
-           "\"description\":\"Profile, state and memory statistics of a persona\","
-           "\"mimeType\":\"application/json\"}",
-           strlen("{\"uriTemplate\":\"persona://{id}\",\"name\":\"persona\",\"title\":\"A persona\","
-                  "\"description\":\"Profile, state and memory statistics of a persona\","
-                  "\"mimeType\":\"application/json\"}"));
+    jw_raw(
+        w,
+        "{\"uriTemplate\":\"persona://{id}\",\"name\":\"persona\",\"title\":\"A persona\","
+        "\"description\":\"Profile, state and memory statistics of a persona\","
+        "\"mimeType\":\"application/json\"}",
+        strlen("{\"uriTemplate\":\"persona://{id}\",\"name\":\"persona\",\"title\":\"A persona\","
+               "\"description\":\"Profile, state and memory statistics of a persona\","
+               "\"mimeType\":\"application/json\"}"));
     jw_raw(w,
            "{\"uriTemplate\":\"persona://{id}/memories\",\"name\":\"persona-memories\",\"title\":"
            "\"A persona's memories\",\"description\":\"Recent and most important memories\","
@@ -143,8 +145,8 @@ static int read_memories(rpc_call *c, const char *pid, jw *body)
     mem_err e = {0};
     if (mem_list(c->app->memory, pid, 0, MEMORIES_RECENT, c->arena, &recent, &nr, &e) < 0)
         return rpc_fail(c, RPC_MEMORY_ERROR, "%s", e.msg);
-    mem_query q = {.persona_id = pid, .text = "important", .k = MEMORIES_IMPORTANT,
-                   .min_importance = 0.7};
+    mem_query q = {
+        .persona_id = pid, .text = "important", .k = MEMORIES_IMPORTANT, .min_importance = 0.7};
     if (mem_search(c->app->memory, &q, c->arena, &important, &ni, &e) < 0) ni = 0;
     jw_obj_begin(body);
     jw_kstr(body, "persona_id", pid);
@@ -167,8 +169,13 @@ static int read_persona(rpc_call *c, const char *pid, jw *body)
     json_error err;
     jv *params = json_parse(c->arena, jw_data(&args), jw_size(&args), 0, 4, &err);
     jw_free(&args);
-    rpc_call sub = {.app = c->app, .sess = c->sess, .method = "persona.status", .params = params,
-                    .out = body, .arena = c->arena, .method_index = -1};
+    rpc_call sub = {.app = c->app,
+                    .sess = c->sess,
+                    .method = "persona.status",
+                    .params = params,
+                    .out = body,
+                    .arena = c->arena,
+                    .method_index = -1};
     if (m->fn(&sub) != 0)
         return rpc_fail(c, sub.err_code == RPC_PERSONA_NOT_FOUND ? -32002 : sub.err_code,
                         "Resource not found: persona://%s", pid);
@@ -179,7 +186,8 @@ int mcp_resources_read(rpc_call *c)
 {
     const char *uri;
     if (rpc_param_str(c, "uri", true, &uri) < 0) return -1;
-    if (mcp_fixture_resource_read(c, uri)) return 0;
+    int fx = mcp_fixture_resource_read(c, uri);
+    if (fx) return fx < 0 ? -1 : 0;
     if (strncmp(uri, "persona://", 10) != 0)
         return rpc_fail(c, -32002, "Resource not found: %s", uri);
     char pid[64];
@@ -244,11 +252,12 @@ int mcp_prompts_list(rpc_call *c)
     jw_obj_begin(w);
     jw_key(w, "prompts");
     jw_arr_begin(w);
-    jw_puts(w, "{\"name\":\"roleplay\",\"title\":\"Play a persona\",\"description\":\"Let your model "
-               "play a persona, with its profile and the memories most relevant to a "
-               "topic\",\"arguments\":[{\"name\":\"persona\",\"description\":\"Persona id or "
-               "name\",\"required\":true},{\"name\":\"topic\",\"description\":\"What the "
-               "conversation is about (selects relevant memories)\",\"required\":false}]}");
+    jw_puts(w,
+            "{\"name\":\"roleplay\",\"title\":\"Play a persona\",\"description\":\"Let your model "
+            "play a persona, with its profile and the memories most relevant to a "
+            "topic\",\"arguments\":[{\"name\":\"persona\",\"description\":\"Persona id or "
+            "name\",\"required\":true},{\"name\":\"topic\",\"description\":\"What the "
+            "conversation is about (selects relevant memories)\",\"required\":false}]}");
     mcp_fixture_prompts_list(c, w);
     jw_arr_end(w);
     jw_obj_end(w);
@@ -289,7 +298,8 @@ int mcp_prompts_get(rpc_call *c)
     const jv *args;
     if (rpc_param_str(c, "name", true, &name) < 0 || rpc_param_obj(c, "arguments", &args) < 0)
         return -1;
-    if (mcp_fixture_prompt_get(c, name, args)) return 0;
+    int fx = mcp_fixture_prompt_get(c, name, args);
+    if (fx) return fx < 0 ? -1 : 0;
     if (strcmp(name, "roleplay") != 0)
         return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: unknown prompt '%s'", name);
     const jv *who = jv_get(args, "persona"), *topic = jv_get(args, "topic");
@@ -339,7 +349,8 @@ int mcp_complete(rpc_call *c)
     if (rpc_param_obj(c, "ref", &ref) < 0 || rpc_param_obj(c, "argument", &arg) < 0) return -1;
     if (!ref || !arg)
         return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: 'ref' and 'argument' are required");
-    if (mcp_fixture_complete(c, ref, arg)) return 0;
+    int fx = mcp_fixture_complete(c, ref, arg);
+    if (fx) return fx < 0 ? -1 : 0;
     const jv *val = jv_get(arg, "value"), *aname = jv_get(arg, "name");
     const char *prefix = jv_is_str(val) ? val->u.s : "";
     bool ids = jv_is_str(aname) && strcmp(aname->u.s, "id") == 0;

@@ -93,6 +93,24 @@ void mem_forget_persona(mem_store *m, const char *persona_id)
     coll_forget(m, coll_get(m, persona_id));
 }
 
+void mem_forget_all(mem_store *m)
+{
+    /* Collections live until mem_close, so the pointers stay valid after
+     * map_mu is released; each is forgotten under its own lock only. */
+    pthread_mutex_lock(&m->map_mu);
+    size_t n = 0;
+    for (int b = 0; b < MEM_MAP_BUCKETS; b++)
+        for (mem_coll *c = m->buckets[b]; c; c = c->next) n++;
+    mem_coll **all = malloc((n ? n : 1) * sizeof *all);
+    if (!all) abort();
+    n = 0;
+    for (int b = 0; b < MEM_MAP_BUCKETS; b++)
+        for (mem_coll *c = m->buckets[b]; c; c = c->next) all[n++] = c;
+    pthread_mutex_unlock(&m->map_mu);
+    for (size_t i = 0; i < n; i++) coll_forget(m, all[i]);
+    free(all);
+}
+
 /* The vector for a text or a client-supplied embedding, and the model id
  * it belongs to; fails when the persona's collection uses another model. */
 int mem_embed_for(mem_store *m, mem_coll *c, const char *text, const float *given, int given_dim,

@@ -92,6 +92,9 @@ int mem_update(mem_store *m, const char *id, const mem_patch *p, mem_err *e);
 int mem_delete(mem_store *m, const char *id, char *persona_out, size_t n, mem_err *e);
 /* Drop a persona's collection from RAM (after its rows were deleted). */
 void mem_forget_persona(mem_store *m, const char *persona_id);
+/* Drop every collection from RAM (after the table was replaced by a state
+ * import); each reloads from SQLite on next use. */
+void mem_forget_all(mem_store *m);
 
 /* ---- search ----------------------------------------------------------------- */
 

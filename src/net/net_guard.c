@@ -9,6 +9,7 @@
  *   - Bearer token: when --auth-token is set, "Authorization: Bearer <t>",
  *     compared in constant time.
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -16,10 +17,16 @@
 #include "net/net.h"
 #include "net/net_internal.h"
 
+/* Exactly "localhost", "::1", "[::1]" or a dotted IPv4 address in
+ * 127.0.0.0/8 - not a name that merely starts with "127." (such as
+ * 127.0.0.1.evil.example, which a rebinding attacker controls). */
 bool net_host_is_loopback_name(const char *host)
 {
-    return strncmp(host, "127.", 4) == 0 || strcasecmp(host, "localhost") == 0 ||
-           strcmp(host, "::1") == 0 || strcmp(host, "[::1]") == 0;
+    if (strcasecmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 ||
+        strcmp(host, "[::1]") == 0)
+        return true;
+    struct in_addr a;
+    return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
 /* "name" or "name:port" or "[v6]:port" -> is the name loopback? */

@@ -38,11 +38,11 @@ typedef struct net_msg {
 typedef struct net_job {
     struct net_job *next;
     net_conn *conn;
-    char *raw; /* the message, with JSON_PADDING spare bytes */
+    char *raw; /* the message, with JSON_PADDING spare bytes; NULL when answered */
     size_t len;
     uint64_t t0;
     bool ordered; /* its handler deferred an ordered answer: the sink finishes it */
-    jw out;
+    jw out;       /* the answer (pre-answered rejections wait here for their turn) */
 } net_job;
 
 struct net_conn {
@@ -58,7 +58,8 @@ struct net_conn {
     size_t rx_len, rx_cap;
     net_job *pending_head, *pending_tail;
     int pending;
-    bool busy; /* a job of this connection is on a worker */
+    bool busy;    /* a job of this connection is on a worker */
+    bool closing; /* a close was requested: ignore further input */
     net_msg *out_head, *out_tail;
 };
 
@@ -213,6 +214,15 @@ static void run_posts(app *a)
     }
 }
 
+/* Close with a code and reason, and ignore whatever else arrives. */
+static void conn_close(net_conn *c, enum lws_close_status code, const char *why)
+{
+    if (c->closing || !c->wsi) return;
+    c->closing = true;
+    lws_close_reason(c->wsi, code, (unsigned char *)why, strlen(why));
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
 /* ---- request execution ---------------------------------------------------- */
 
 static void conn_drain_pending(net_conn *c);
@@ -309,20 +319,51 @@ static void conn_drain_pending(net_conn *c)
         if (!c->pending_head) c->pending_tail = NULL;
         c->pending--;
         j->next = NULL;
+        if (!j->raw) { /* answered already: a rejection waiting for its turn */
+            conn_queue_out(c, &j->out);
+            job_free(j);
+            continue;
+        }
         execute(c, j->raw, j->len, j->len + JSON_PADDING, j->t0, j);
     }
 }
 
-static void reject_inflight(net_conn *c, const char *data, size_t len, size_t cap)
+static void pending_push(net_conn *c, net_job *j)
 {
-    metrics_inc(MC_INFLIGHT_REJECTED, 1);
-    jv *msg = parse_or_reply(c, data, len, cap);
-    if (!msg) return;
-    const jv *id = msg->type == JV_OBJECT ? jv_get(msg, "id") : NULL;
-    char text[128];
-    snprintf(text, sizeof text, "Too many requests in flight on this connection (limit %d)",
-             c->app->cfg.max_inflight);
-    respond_error(c, id, RPC_TOO_MANY_INFLIGHT, text, NULL);
+    if (c->pending_tail)
+        c->pending_tail->next = j;
+    else
+        c->pending_head = j;
+    c->pending_tail = j;
+    c->pending++;
+}
+
+/* Answer a request with an error without running it, in its turn: its id
+ * is read, and the answer is queued behind the ones still pending. */
+static void reject(net_conn *c, const char *data, size_t len, size_t cap, uint64_t t0, int code,
+                   const char *text)
+{
+    json_error err;
+    jarena_reset(&S.scratch);
+    jv *msg = json_parse(&S.scratch, data, len, cap, JSON_DEFAULT_MAX_DEPTH, &err);
+    const jv *id = msg && msg->type == JV_OBJECT ? jv_get(msg, "id") : NULL;
+    if (msg && msg->type == JV_OBJECT && !id) return; /* a notification: no answer */
+    net_job *j = calloc(1, sizeof *j);
+    if (!j) abort();
+    j->conn = c;
+    j->t0 = t0;
+    atomic_fetch_add(&c->refs, 1);
+    jw_init(&j->out, LWS_PRE, 256);
+    if (msg)
+        rpc_write_error(&j->out, id, code, text, NULL);
+    else
+        rpc_write_error(&j->out, NULL, RPC_PARSE_ERROR, "Parse error", err.msg);
+    if (!c->busy && !c->pending_head) {
+        conn_queue_out(c, &j->out);
+        job_free(j);
+        return;
+    }
+    pending_push(c, j);
 }
 
 static void on_message(net_conn *c, const char *data, size_t len, size_t cap)
@@ -331,24 +372,27 @@ static void on_message(net_conn *c, const char *data, size_t len, size_t cap)
     metrics_inc(MC_WS_MESSAGES_IN, 1);
     metrics_inc(MC_WS_BYTES_IN, len);
     if (S.stop_requested) {
-        respond_error(c, NULL, RPC_SERVER_STOPPING, "Server is shutting down", NULL);
+        reject(c, data, len, cap, t0, RPC_SERVER_STOPPING, "Server is shutting down");
         return;
     }
     if (!c->busy && !c->pending_head) {
         execute(c, data, len, cap, t0, NULL);
         return;
     }
-    if (c->pending + 1 >= c->app->cfg.max_inflight) {
-        reject_inflight(c, data, len, cap);
+    int limit = c->app->cfg.max_inflight;
+    if (c->pending + 1 >= limit) {
+        metrics_inc(MC_INFLIGHT_REJECTED, 1);
+        if (c->pending >= 2 * limit + 64) { /* it ignores the rejections: stop reading */
+            conn_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "too many requests in flight");
+            return;
+        }
+        char text[128];
+        snprintf(text, sizeof text, "Too many requests in flight on this connection (limit %d)",
+                 limit);
+        reject(c, data, len, cap, t0, RPC_TOO_MANY_INFLIGHT, text);
         return;
     }
-    net_job *j = job_new(c, data, len, t0);
-    if (c->pending_tail)
-        c->pending_tail->next = j;
-    else
-        c->pending_head = j;
-    c->pending_tail = j;
-    c->pending++;
+    pending_push(c, job_new(c, data, len, t0));
 }
 
 /* ---- the connection as an rpc_sink ------------------------------------------ */
@@ -449,6 +493,7 @@ static void conn_close_defers(net_conn *c)
 static int ws_receive(net_conn *c, struct lws *wsi, const char *in, size_t len)
 {
     app *a = c->app;
+    if (c->closing) return -1;
     if (lws_frame_is_binary(wsi)) {
         if (lws_is_final_fragment(wsi))
             respond_error(c, NULL, RPC_INVALID_REQUEST,
@@ -456,12 +501,13 @@ static int ws_receive(net_conn *c, struct lws *wsi, const char *in, size_t len)
         return 0;
     }
     if (lws_is_first_fragment(wsi)) c->rx_len = 0;
-    if (c->rx_len + len > a->cfg.max_message_bytes) {
+    /* The frame header announces the rest of this frame: refuse a message
+     * that cannot fit before reading it (and after inflation, as it grows). */
+    if (c->rx_len + len + lws_remaining_packet_payload(wsi) > a->cfg.max_message_bytes) {
         metrics_inc(MC_OVERSIZE_CLOSED, 1);
         log_warn("message over limit, closing", "conn=%llu limit=%zu",
                  (unsigned long long)c->sess->id, a->cfg.max_message_bytes);
-        lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
-                         (unsigned char *)"message too large", 17);
+        conn_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large");
         return -1;
     }
     bool final = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);

@@ -132,6 +132,24 @@ void persona_reg_free(persona_reg *r)
     free(r);
 }
 
+int persona_reg_reload(persona_reg *r, store *st)
+{
+    persona_reg *fresh;
+    if (persona_reg_load(&fresh, st) < 0) return -1;
+    pthread_rwlock_wrlock(&r->lock);
+    persona **items = r->items;
+    size_t count = r->count, cap = r->cap;
+    r->items = fresh->items;
+    r->count = fresh->count;
+    r->cap = fresh->cap;
+    fresh->items = items;
+    fresh->count = count;
+    fresh->cap = cap;
+    pthread_rwlock_unlock(&r->lock);
+    persona_reg_free(fresh); /* now holds the old personas */
+    return 0;
+}
+
 void persona_reg_rdlock(persona_reg *r)
 {
     pthread_rwlock_rdlock(&r->lock);

@@ -46,6 +46,9 @@ typedef struct persona_reg persona_reg;
 /* Load every persona from the database. Returns 0 or -1 (logged). */
 int persona_reg_load(persona_reg **out, struct store *st);
 void persona_reg_free(persona_reg *r);
+/* Replace the registry's contents with the database's (after a state
+ * import). Readers holding the read lock finish first. Returns 0 or -1. */
+int persona_reg_reload(persona_reg *r, struct store *st);
 
 void persona_reg_rdlock(persona_reg *r);
 void persona_reg_unlock(persona_reg *r);

@@ -176,16 +176,17 @@ static const char *check_request(const jv *msg, const jv **id, bool *notificatio
         return "Invalid Request: id must be a string, a number or null";
     *id = idv;
     *notification = (idv == NULL);
-    /* "jsonrpc" may be absent (clients of the original never needed it), but
-     * when present it must be "2.0". */
+    /* Every client of the original sends "jsonrpc":"2.0"; JSON-RPC 2.0
+     * requires it, so it is checked (the original never did). */
     const jv *ver = jv_get(msg, "jsonrpc");
-    if (ver && !(jv_is_str(ver) && strcmp(ver->u.s, "2.0") == 0))
+    if (!ver) return "Invalid Request: jsonrpc \"2.0\" is required";
+    if (!(jv_is_str(ver) && strcmp(ver->u.s, "2.0") == 0))
         return "Invalid Request: jsonrpc must be \"2.0\"";
     const jv *m = jv_get(msg, "method");
     if (!m) return "Invalid Request: method is required";
     if (!jv_is_str(m)) return "Invalid Request: method must be a string";
     const jv *p = jv_get(msg, "params");
-    if (p && p->type != JV_OBJECT && p->type != JV_ARRAY && p->type != JV_NULL)
+    if (p && p->type != JV_OBJECT && p->type != JV_ARRAY)
         return "Invalid Request: params must be an object or an array";
     return NULL;
 }
@@ -252,7 +253,6 @@ static bool execute_one(app *a, rpc_session *s, rpc_sink *sink, bool can_defer, 
         return !notify;
     }
     const jv *params = jv_get(msg, "params");
-    if (params && params->type == JV_NULL) params = NULL;
     rpc_call c = {.app = a, .sess = s, .method = name, .params = params, .out = out,
                   .arena = scratch, .sink = sink, .can_defer = can_defer && sink && !notify,
                   .method_index = idx, .t0 = t0};
@@ -314,10 +314,18 @@ rpc_where rpc_message_where(app *a, rpc_session *s, const jv *msg)
 
 /* ---- parameters ---------------------------------------------------------- */
 
+/* Strings, objects and arrays treat null as absent (persona_id: null falls
+ * back to the current persona, as in the original). Numbers and booleans
+ * do not: null is not a number (the original's model rejected it too). */
 static const jv *param(rpc_call *c, const char *key)
 {
     const jv *v = c->params ? jv_get(c->params, key) : NULL;
     return (v && v->type == JV_NULL) ? NULL : v;
+}
+
+static const jv *param_typed_scalar(rpc_call *c, const char *key)
+{
+    return c->params ? jv_get(c->params, key) : NULL;
 }
 
 int rpc_param_str(rpc_call *c, const char *key, bool required, const char **out)
@@ -339,7 +347,7 @@ int rpc_param_str(rpc_call *c, const char *key, bool required, const char **out)
 
 int rpc_param_int(rpc_call *c, const char *key, int64_t lo, int64_t hi, int64_t def, int64_t *out)
 {
-    const jv *v = param(c, key);
+    const jv *v = param_typed_scalar(c, key);
     *out = def;
     if (!v) return 0;
     int64_t x;
@@ -361,7 +369,7 @@ int rpc_param_int(rpc_call *c, const char *key, int64_t lo, int64_t hi, int64_t 
 
 int rpc_param_num(rpc_call *c, const char *key, double lo, double hi, double def, double *out)
 {
-    const jv *v = param(c, key);
+    const jv *v = param_typed_scalar(c, key);
     *out = def;
     if (!v) return 0;
     if (!jv_is_num(v))
@@ -377,7 +385,7 @@ int rpc_param_num(rpc_call *c, const char *key, double lo, double hi, double def
 
 int rpc_param_bool(rpc_call *c, const char *key, bool def, bool *out)
 {
-    const jv *v = param(c, key);
+    const jv *v = param_typed_scalar(c, key);
     *out = def;
     if (!v) return 0;
     if (v->type != JV_BOOL)

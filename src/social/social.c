@@ -271,7 +271,7 @@ int social_rel_update(store *st, persona_reg *reg, const char *a, const char *b,
     store_now_iso(j.now);
     int rc = store_write(st, rel_update_fn, &j);
     if (rc != SQLITE_OK && rc != SQLITE_DONE) return db_error(e, "relationship update", rc);
-    if (j.missing) return fail(e, -32000, "Persona not found: %.64s (deleted)", a);
+    if (j.missing) return fail(e, -32000, "Persona not found: %.64s or %.64s", a, b);
     *out = j.r;
     out->shared_json = "[]";
     return 0;

@@ -50,10 +50,10 @@ struct store;
 struct persona_reg;
 struct mem_store;
 
-#define STATE_FORMAT_NAME "persona-mcp-state"
+#define STATE_FORMAT_NAME    "persona-mcp-state"
 #define STATE_FORMAT_VERSION 1
-#define STATE_MAX_TABLES 64
-#define STATE_NAME_MAX 128 /* bytes of a table or column name */
+#define STATE_MAX_TABLES     64
+#define STATE_NAME_MAX       128 /* bytes of a table or column name */
 
 /* JSON-RPC codes carried by state_err.code. */
 enum { STATE_EINVAL = -32602, STATE_EIO = -32603 };
@@ -94,8 +94,8 @@ int state_export(struct store *st, const char *path, const state_opts *o, state_
 /* Replace the state of st with the file's. reg and mem (either may be NULL)
  * are refreshed after the commit. Returns 0, or -1 with e filled; on -1 the
  * database is unchanged. */
-int state_import(struct store *st, struct persona_reg *reg, struct mem_store *mem,
-                 const char *path, const state_opts *o, state_result *r, state_err *e);
+int state_import(struct store *st, struct persona_reg *reg, struct mem_store *mem, const char *path,
+                 const state_opts *o, state_result *r, state_err *e);
 
 /* Verify a file without touching any database (header, version, schema
  * version not newer than this build's, lines, counts, checksum). */

@@ -102,8 +102,8 @@ long state_b64_decode(const char *in, size_t n, unsigned char *out)
         for (int k = 0; k < 4 - pad; k++)
             if ((v[k] = b64_val((unsigned char)in[i + (size_t)k])) < 0) return -1;
         for (int k = 4 - pad; k < 4; k++) v[k] = 0;
-        uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-                     (uint32_t)v[3];
+        uint32_t x =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         out[o++] = (unsigned char)(x >> 16);
         if (pad < 2) out[o++] = (unsigned char)(x >> 8);
         if (pad < 1) out[o++] = (unsigned char)x;
@@ -174,8 +174,8 @@ static int descend(state_target *t, const char *comp, const char *shown, state_e
     if (!S_ISDIR(st.st_mode)) return state_fail(e, STATE_EINVAL, "%s is not a directory", shown);
     int fd = openat(t->dirfd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
-        return state_fail(e, errno == ELOOP ? STATE_EINVAL : STATE_EIO, "cannot open %s: %s",
-                          shown, strerror(errno));
+        return state_fail(e, errno == ELOOP ? STATE_EINVAL : STATE_EIO, "cannot open %s: %s", shown,
+                          strerror(errno));
     close(t->dirfd);
     t->dirfd = fd;
     return 0;
@@ -289,8 +289,7 @@ int state_out_open(state_out *o, state_target *t, state_err *e)
                               "%s is a symbolic link (links are not followed in state file paths)",
                               t->display);
         if (S_ISDIR(st.st_mode) || (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)))
-            return state_fail(e, STATE_EINVAL, "%s exists and is not a regular file",
-                              t->display);
+            return state_fail(e, STATE_EINVAL, "%s exists and is not a regular file", t->display);
     }
     uint32_t rnd = 0;
     if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd) rnd = (uint32_t)rand();
@@ -298,8 +297,8 @@ int state_out_open(state_out *o, state_target *t, state_err *e)
     o->fd = openat(t->dirfd, o->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (o->fd < 0) {
         o->tmp[0] = 0;
-        return state_fail(e, STATE_EIO, "cannot create a temporary file beside %s: %s",
-                          t->display, strerror(errno));
+        return state_fail(e, STATE_EIO, "cannot create a temporary file beside %s: %s", t->display,
+                          strerror(errno));
     }
     return 0;
 }

@@ -29,10 +29,9 @@
 #include "lib/log.h"
 #include "state/state_internal.h"
 
-static const char SQL_TABLES[] =
-    "SELECT l.name, l.type, l.wr FROM pragma_table_list AS l"
-    " JOIN sqlite_schema AS s ON s.name = l.name AND s.type = 'table'"
-    " WHERE l.schema = 'main' ORDER BY s.rowid";
+static const char SQL_TABLES[] = "SELECT l.name, l.type, l.wr FROM pragma_table_list AS l"
+                                 " JOIN sqlite_schema AS s ON s.name = l.name AND s.type = 'table'"
+                                 " WHERE l.schema = 'main' ORDER BY s.rowid";
 static const char SQL_COLS[] =
     "SELECT name, hidden, \"notnull\", dflt_value IS NOT NULL, pk, upper(type)"
     " FROM pragma_table_xinfo(?1) ORDER BY cid";
@@ -148,8 +147,8 @@ static int list_tables(store_conn *c, raw_table *raw, int *nraw, state_err *e)
     for (int i = 0; out == 0 && i < nall; i++) {
         if (is_shadow_of(all[i].name, vt, nvirt)) continue;
         if (n == STATE_MAX_TABLES) {
-            out = state_fail(e, STATE_EIO, "the database has more than %d tables",
-                             STATE_MAX_TABLES);
+            out =
+                state_fail(e, STATE_EIO, "the database has more than %d tables", STATE_MAX_TABLES);
             break;
         }
         raw[n++] = all[i];

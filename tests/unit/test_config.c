@@ -143,8 +143,8 @@ static void test_defaults(void **state)
     assert_int_equal(c->pool_overflow, 10);
     assert_string_equal(c->auth_token, "");
     assert_string_equal(c->allowed_origins, "");
-    assert_string_equal(c->llm_provider, "ollama");
-    assert_string_equal(c->llm_model, "llama3.1:8b");
+    assert_int_equal(c->llm.provider, LLM_OLLAMA);
+    assert_string_equal(c->llm.model, "llama3.1:8b");
     assert_false(c->show_help);
     assert_false(c->show_version);
     free(l);
@@ -186,7 +186,7 @@ static void test_env_overrides(void **state)
     assert_int_equal(l->c.max_connections, 77);
     assert_int_equal(l->c.idle_timeout_secs, 45);
     assert_string_equal(l->c.auth_token, "s3cret");
-    assert_string_equal(l->c.llm_model, "mistral:7b");
+    assert_string_equal(l->c.llm.model, "mistral:7b");
     /* untouched by the environment */
     assert_int_equal(l->c.max_inflight, 256);
     assert_int_equal(l->c.ping_interval_secs, 30);
@@ -526,9 +526,14 @@ static void test_db_path_derivation(void **state)
     expect_ok(l);
     assert_string_equal(l->c.db_path, "/a.db");
     free(l);
-    /* DATABASE_PATH is an explicit path: --data-dir does not move it */
+    /* flags win over the environment: --data-dir moves the database away
+     * from DATABASE_PATH; without the flag, DATABASE_PATH is used */
     setenv("DATABASE_PATH", "/env.db", 1);
     l = LOAD("--data-dir", "/srv/data");
+    expect_ok(l);
+    assert_string_equal(l->c.db_path, "/srv/data/personas.db");
+    free(l);
+    l = LOAD("--port", "9000");
     expect_ok(l);
     assert_string_equal(l->c.db_path, "/env.db");
     free(l);

@@ -104,7 +104,7 @@ static char *run_on(rpc_session *s, const char *json)
     if (!msg) fail_msg("test input does not parse: %s (%s)", json, err.msg);
     jw out;
     jw_init(&out, 16, 256);
-    rpc_execute(&g_app, s, msg, &out, &scratch, 0);
+    rpc_execute(&g_app, s, NULL, msg, &out, &scratch, 0);
     char *text = strndup(jw_data(&out), jw_size(&out));
     assert_non_null(text);
     jw_free(&out);
@@ -177,19 +177,24 @@ static void test_handler_writing_nothing_gives_null_result(void **state)
                     "{\"jsonrpc\":\"2.0\",\"result\":null,\"id\":2}");
 }
 
-static void test_params_null_and_absent_are_equivalent(void **state)
+/* JSON-RPC 2.0: params, when present, is a structured value; null is not. */
+static void test_params_null_is_invalid_absent_is_fine(void **state)
 {
     (void)state;
     EXPECT_RESPONSE("{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":null,\"id\":5}",
-                    "{\"jsonrpc\":\"2.0\",\"result\":null,\"id\":5}");
+                    "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid "
+                    "Request: params must be an object or an array\"},\"id\":5}");
     EXPECT_RESPONSE("{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"id\":5}",
                     "{\"jsonrpc\":\"2.0\",\"result\":null,\"id\":5}");
 }
 
-static void test_jsonrpc_member_may_be_absent(void **state)
+static void test_jsonrpc_member_is_required(void **state)
 {
     (void)state;
     EXPECT_RESPONSE("{\"method\":\"echo\",\"params\":{},\"id\":6,\"extra\":[1]}",
+                    "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid "
+                    "Request: jsonrpc \\\"2.0\\\" is required\"},\"id\":6}");
+    EXPECT_RESPONSE("{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{},\"id\":6,\"extra\":[1]}",
                     "{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":6}");
 }
 
@@ -616,8 +621,9 @@ static void test_param_int(void **state)
     assert_int_equal(v, 10);
     assert_int_equal(rpc_param_int(&p->c, "b", 1, 20, 7, &v), 0); /* 10.0 is an integer */
     assert_int_equal(v, 10);
-    assert_int_equal(rpc_param_int(&p->c, "c", 1, 20, 7, &v), 0); /* null = absent */
-    assert_int_equal(v, 7);
+    assert_int_equal(rpc_param_int(&p->c, "c", 1, 20, 7, &v), -1); /* null is not a number */
+    assert_non_null(strstr(p->c.err_msg, "'c'"));
+    p->c.err_code = 0;
     assert_int_equal(rpc_param_int(&p->c, "missing", 1, 20, 7, &v), 0);
     assert_int_equal(v, 7);
     assert_int_equal(rpc_param_int(&p->c, "lo", 1, 20, 7, &v), 0); /* bounds inclusive */
@@ -666,8 +672,8 @@ static void test_param_num(void **state)
     assert_true(d == 0.25);
     assert_int_equal(rpc_param_num(&p->c, "i", 0, 1, 0.5, &d), 0); /* integers are numbers */
     assert_true(d == 1.0);
-    assert_int_equal(rpc_param_num(&p->c, "n", 0, 1, 0.5, &d), 0);
-    assert_true(d == 0.5);
+    assert_int_equal(rpc_param_num(&p->c, "n", 0, 1, 0.5, &d), -1); /* null is not a number */
+    p->c.err_code = 0;
     assert_int_equal(rpc_param_num(&p->c, "absent", 0, 1, 0.5, &d), 0);
     assert_true(d == 0.5);
     pc_free(p);
@@ -695,8 +701,8 @@ static void test_param_bool(void **state)
     assert_true(b);
     assert_int_equal(rpc_param_bool(&p->c, "f", true, &b), 0);
     assert_false(b);
-    assert_int_equal(rpc_param_bool(&p->c, "n", true, &b), 0);
-    assert_true(b);
+    assert_int_equal(rpc_param_bool(&p->c, "n", true, &b), -1); /* null is not a boolean */
+    p->c.err_code = 0;
     assert_int_equal(rpc_param_bool(&p->c, "absent", false, &b), 0);
     assert_false(b);
     pc_free(p);
@@ -852,7 +858,7 @@ static void test_execute_appends_after_headroom(void **state)
     jw out;
     jw_init(&out, 32, 0);
     rpc_session *s = rpc_session_new(1);
-    rpc_execute(&g_app, s, msg, &out, &scratch, 0);
+    rpc_execute(&g_app, s, NULL, msg, &out, &scratch, 0);
     assert_int_equal(out.headroom, 32);
     const char *want = "{\"jsonrpc\":\"2.0\",\"result\":null,\"id\":1}";
     assert_int_equal(jw_size(&out), strlen(want));
@@ -872,8 +878,8 @@ int main(void)
         cmocka_unit_test(test_failure_discards_partial_result),
         cmocka_unit_test(test_failure_without_code_is_internal_error),
         cmocka_unit_test(test_handler_writing_nothing_gives_null_result),
-        cmocka_unit_test(test_params_null_and_absent_are_equivalent),
-        cmocka_unit_test(test_jsonrpc_member_may_be_absent),
+        cmocka_unit_test(test_params_null_is_invalid_absent_is_fine),
+        cmocka_unit_test(test_jsonrpc_member_is_required),
         cmocka_unit_test(test_ids_echoed_with_their_type),
         cmocka_unit_test(test_error_echoes_id),
         cmocka_unit_test(test_notification_gives_no_output),
