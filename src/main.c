@@ -1,13 +1,19 @@
 /*
- * main.c - start-up and orderly stop.
+ * main.c - start-up, the one-shot commands, and orderly stop.
  *
  * Start: configuration (defaults < env < flags), data directory, store
- * (pragmas, migrations, writer thread, read pool), persona registry, method
- * table, worker pool, listening socket. Stop (SIGINT/SIGTERM): the service
- * loop refuses new work and waits for in-flight requests; then workers
- * finish their queue, the writer commits everything queued, the database is
- * closed, and the process exits 0.
+ * (pragmas, migrations, writer thread, read pool), persona registry,
+ * memory, LLM client (upstream thread), method tables, worker pool,
+ * conversation engine, then the transport: the port (WebSocket + HTTP +
+ * MCP) or stdio. Stop (SIGINT/SIGTERM): the transport refuses new work and
+ * waits for what is in flight; workers finish their queue; chats still
+ * streaming are ended; the writer commits everything queued; the database
+ * is closed; the process exits 0.
+ *
+ * Commands instead of serving: reembed, export FILE, import FILE,
+ * --simulate MINUTES (they open the same data, do one thing, and exit).
  */
+#include <curl/curl.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,18 +21,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "api/api.h"
 #include "app/app.h"
-#include "lib/log.h"
 #include "chat/chat.h"
+#include "engine/engine.h"
+#include "lib/log.h"
 #include "lib/workq.h"
-#include "mcp/mcp.h"
 #include "llm/llm.h"
+#include "mcp/mcp.h"
 #include "memory/memory.h"
 #include "net/net.h"
 #include "persona/persona.h"
+#include "state/state.h"
 #include "store/store.h"
 
 static app g_app;
@@ -36,7 +42,8 @@ static void on_signal(int sig)
 {
     (void)sig;
     g_stop = 1;
-    if (!g_app.cfg.stdio) net_request_stop(&g_app);
+    atomic_store(&g_app.stopping, true);
+    if (!g_app.cfg.stdio && g_app.lws) net_request_stop(&g_app);
 }
 
 static int make_dirs(const char *path)
@@ -52,8 +59,19 @@ static int make_dirs(const char *path)
     return (mkdir(buf, 0700) < 0 && errno != EEXIST) ? -1 : 0;
 }
 
+/* The remote embedder (Ollama or OpenAI-compatible) through the upstream thread. */
+static int remote_embed(void *ctx, const char *const *texts, size_t n, float *out, size_t cap,
+                        int *dim, char *err, size_t errlen)
+{
+    app *a = ctx;
+    llm_provider p = strcmp(a->cfg.embedder, "openai") == 0 ? LLM_OPENAI : LLM_OLLAMA;
+    return llm_embed(a->llm, p, a->cfg.embed_url, a->cfg.embed_model, a->cfg.llm.api_key, texts, n,
+                     out, cap, dim, err, errlen);
+}
+
 static int open_data(app *a)
 {
+    char err[512];
     if (make_dirs(a->cfg.data_dir) < 0) {
         log_error("cannot create data directory", "path=\"%s\" error=\"%s\"", a->cfg.data_dir,
                   strerror(errno));
@@ -64,7 +82,6 @@ static int open_data(app *a)
     so.path = a->cfg.db_path;
     so.pool_size = a->cfg.pool_size;
     so.pool_overflow = a->cfg.pool_overflow;
-    char err[512];
     if (store_open(&a->store, &so, err, sizeof err) < 0) {
         log_error("cannot open database", "path=\"%s\" error=\"%s\"", so.path, err);
         return -1;
@@ -74,14 +91,23 @@ static int open_data(app *a)
         log_error("cannot open memory", "error=\"%s\"", err);
         return -1;
     }
-    log_info("database ready", "path=\"%s\" personas=%zu", so.path,
-             persona_reg_count(a->personas));
+    if (llm_start(&a->llm, &a->cfg.llm, err, sizeof err) < 0) {
+        log_error("cannot start the LLM client", "error=\"%s\"", err);
+        return -1;
+    }
+    if (strcmp(a->cfg.embedder, "builtin") != 0) {
+        char model[200];
+        snprintf(model, sizeof model, "%s:%s", a->cfg.embedder, a->cfg.embed_model);
+        mem_set_embedder(a->memory, model, remote_embed, a);
+    }
+    log_info("database ready", "path=\"%s\" personas=%zu embedder=%s", so.path,
+             persona_reg_count(a->personas), mem_model(a->memory));
     return 0;
 }
 
 static int check_exposure(const app_config *c)
 {
-    if (net_host_is_loopback_name(c->host) || c->auth_token[0]) return 0;
+    if (c->stdio || net_host_is_loopback_name(c->host) || c->auth_token[0]) return 0;
     log_error("refusing to listen beyond loopback without --auth-token", "host=%s", c->host);
     return -1;
 }
@@ -90,7 +116,7 @@ static void install_signals(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
+    sa.sa_handler = on_signal; /* no SA_RESTART: a blocked read() returns EINTR */
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
@@ -101,6 +127,7 @@ static void shutdown_all(app *a)
 {
     workq_stop(a->workers); /* runs every queued job; their writes commit */
     a->workers = NULL;
+    engine_stop(a);
     chat_shutdown(); /* chats still streaming now finish on the upstream thread */
     mcp_shutdown();
     llm_stop(a->llm); /* aborts them: each ends (cancelled) and is answered */
@@ -111,6 +138,62 @@ static void shutdown_all(app *a)
     net_destroy(a);
     persona_reg_free(a->personas);
     log_info("stopped", NULL);
+}
+
+/* ---- one-shot commands ------------------------------------------------------- */
+
+static int cmd_state(app *a, bool do_export)
+{
+    state_bar bar;
+    state_bar_init(&bar, stderr);
+    state_opts o = {.progress = state_bar_progress, .progress_ctx = &bar};
+    state_result r;
+    state_err e;
+    int rc = do_export ? state_export(a->store, a->cfg.command_arg, &o, &r, &e)
+                       : state_import(a->store, a->personas, a->memory, a->cfg.command_arg, &o, &r, &e);
+    state_bar_finish(&bar);
+    if (rc < 0) {
+        fprintf(stderr, "persona-mcp %s: %s\n", a->cfg.command, e.msg);
+        return 1;
+    }
+    fprintf(stderr, "%s %s: %llu rows, %llu bytes\n", do_export ? "exported" : "imported", r.path,
+            (unsigned long long)r.rows, (unsigned long long)r.bytes);
+    return 0;
+}
+
+static int cmd_reembed(app *a)
+{
+    state_bar bar;
+    state_bar_init(&bar, stderr);
+    int64_t changed = 0;
+    mem_err e;
+    const char *pid = a->cfg.reembed_persona[0] ? a->cfg.reembed_persona : NULL;
+    int rc = mem_reembed(a->memory, pid, a->cfg.reembed_all, state_bar_progress, &bar, &changed, &e);
+    state_bar_finish(&bar);
+    if (rc < 0) {
+        fprintf(stderr, "persona-mcp reembed: %s\n", e.msg);
+        return 1;
+    }
+    fprintf(stderr, "re-embedded %lld memories with %s\n", (long long)changed, mem_model(a->memory));
+    return 0;
+}
+
+static int run_command(app *a)
+{
+    if (!strcmp(a->cfg.command, "export")) return cmd_state(a, true);
+    if (!strcmp(a->cfg.command, "import")) return cmd_state(a, false);
+    if (!strcmp(a->cfg.command, "reembed")) return cmd_reembed(a);
+    return engine_simulate(a, a->cfg.simulate_minutes, a->cfg.tick_seconds, stdout) < 0 ? 1 : 0;
+}
+
+/* ---- serving ---------------------------------------------------------------------- */
+
+static int serve(app *a)
+{
+    if (a->cfg.stdio) return net_stdio_run(a, &g_stop);
+    if (net_start(a) < 0) return 1;
+    net_run(a);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -134,28 +217,21 @@ int main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT); /* once, before any thread */
     a->started_at = time(NULL);
     if (check_exposure(&a->cfg) < 0 || open_data(a) < 0) return 1;
-    if (llm_start(&a->llm, &a->cfg.llm, err, sizeof err) < 0) {
-        log_error("cannot start the LLM client", "error=\"%s\"", err);
-        return 1;
-    }
-    log_info("llm backend", "provider=%s url=%s model=%s", llm_provider_name(a->cfg.llm.provider),
-             a->cfg.llm.url, a->cfg.llm.model);
     api_init();
     a->mcp_fixtures = a->cfg.mcp_fixtures;
     mcp_init(a);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     a->workers = workq_start(a->cfg.workers > 0 ? a->cfg.workers : (int)(cores > 0 ? cores : 2));
     install_signals();
-    if (a->cfg.stdio) {
-        net_stdio_run(a, &g_stop);
+    int rc;
+    if (a->cfg.command[0] || a->cfg.simulate_minutes > 0) {
+        rc = run_command(a);
     } else {
-        if (net_start(a) < 0) {
-            shutdown_all(a);
-            return 1;
-        }
-        net_run(a);
+        log_info("llm backend", "provider=%s url=%s model=%s",
+                 llm_provider_name(a->cfg.llm.provider), a->cfg.llm.url, a->cfg.llm.model);
+        rc = engine_start(a) < 0 ? 1 : serve(a);
     }
     shutdown_all(a);
     curl_global_cleanup();
-    return 0;
+    return rc;
 }

@@ -40,6 +40,17 @@ typedef struct app_config {
     llm_config llm; /* chat backend: provider, URL, model, key, timeouts */
     mem_config mem; /* memory: embedder dimension, budget, scoring, pruning, decay */
     bool stdio;             /* --stdio: MCP on stdin/stdout, no port */
+    /* embedder: "builtin", "ollama" or "openai" (remote: URL and model) */
+    char embedder[16];
+    char embed_url[512];
+    char embed_model[128];
+    /* one-shot commands: reembed, export FILE, import FILE, --simulate */
+    char command[16];
+    char command_arg[1024];
+    char reembed_persona[256];
+    bool reembed_all;
+    double simulate_minutes; /* > 0: --simulate */
+    double tick_seconds;
     bool mcp_fixtures;      /* --conformance-fixtures */
     bool show_help, show_version;
 } app_config;

@@ -57,6 +57,8 @@ static void defaults(app_config *c)
     llm_config_default(&c->llm);
     c->llm.provider = LLM_OLLAMA; /* the original's backend, at its default address */
     mem_config_default(&c->mem);
+    copy(c->embedder, sizeof c->embedder, "builtin");
+    c->tick_seconds = 30;
 }
 
 enum {
@@ -66,7 +68,8 @@ enum {
     OPT_DECAY_HOURS, OPT_DECAY_MINUTES, OPT_DECAY_FLOOR, OPT_PRUNE_TARGET, OPT_PRUNE_THRESHOLD,
     OPT_PRUNE_STRATEGY, OPT_AUTO_PRUNE, OPT_AUTO_PRUNE_AT, OPT_AUTO_PRUNE_IMP, OPT_IMP_MIN,
     OPT_IMP_MAX, OPT_LLM_PROVIDER, OPT_LLM_URL, OPT_LLM_MODEL, OPT_LLM_KEY, OPT_LLM_CONNECT,
-    OPT_LLM_IDLE, OPT_LLM_MAXTOK, OPT_STDIO, OPT_FIXTURES
+    OPT_LLM_IDLE, OPT_LLM_MAXTOK, OPT_STDIO, OPT_FIXTURES, OPT_EMBEDDER, OPT_EMBED_URL,
+    OPT_EMBED_MODEL, OPT_PERSONA, OPT_ALL, OPT_SIMULATE, OPT_TICK
 };
 
 static const struct option g_opts[] = {
@@ -101,6 +104,13 @@ static const struct option g_opts[] = {
     {"llm-idle-timeout-ms", required_argument, 0, OPT_LLM_IDLE},
     {"llm-max-tokens", required_argument, 0, OPT_LLM_MAXTOK},
     {"stdio", no_argument, 0, OPT_STDIO},
+    {"embedder", required_argument, 0, OPT_EMBEDDER},
+    {"embed-url", required_argument, 0, OPT_EMBED_URL},
+    {"embed-model", required_argument, 0, OPT_EMBED_MODEL},
+    {"persona", required_argument, 0, OPT_PERSONA},
+    {"all", no_argument, 0, OPT_ALL},
+    {"simulate", required_argument, 0, OPT_SIMULATE},
+    {"tick-seconds", required_argument, 0, OPT_TICK},
     {"conformance-fixtures", no_argument, 0, OPT_FIXTURES},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},
@@ -109,7 +119,12 @@ static const struct option g_opts[] = {
 
 void app_config_usage(FILE *out)
 {
-    fputs("usage: persona-mcp [options]\n"
+    fputs("usage: persona-mcp [options]                 serve WebSocket + HTTP (+ MCP) on a port\n"
+          "       persona-mcp --stdio [options]         serve MCP on stdin/stdout\n"
+          "       persona-mcp --simulate MINUTES        run the persona chatroom, print a transcript\n"
+          "       persona-mcp reembed [--persona ID] [--all]  rebuild embeddings\n"
+          "       persona-mcp export FILE | import FILE  save or restore everything\n"
+          "options:\n"
           "  --host ADDR              listen address (env SERVER_HOST; default 127.0.0.1)\n"
           "  --port N                 listen port, 0 = any free port (env SERVER_PORT; default 8000)\n"
           "  --port-file FILE         write the bound port to FILE once listening\n"
@@ -146,6 +161,12 @@ void app_config_usage(FILE *out)
           "  --llm-idle-timeout-ms N  end a stream silent for N ms (default 15000)\n"
           "  --llm-max-tokens N       tokens per reply when the client sets none (512)\n"
           "  --stdio                  speak MCP on stdin/stdout instead of listening\n"
+          "  --embedder E             builtin|ollama|openai (env MEMORY_EMBEDDER; builtin)\n"
+          "  --embed-url URL          remote embedder base URL (env EMBED_URL; default the LLM URL)\n"
+          "  --embed-model NAME       remote embedding model (env EMBED_MODEL)\n"
+          "  --simulate MINUTES       run the multi-persona chatroom for MINUTES and exit\n"
+          "  --tick-seconds S         simulation tick (default 30)\n"
+          "  --persona ID, --all      reembed: one persona / every memory\n"
           "  --conformance-fixtures   add the MCP conformance suite's test_* tools,\n"
           "                           test:// resources and test prompts (testing only)\n"
           "  --help, --version\n",
@@ -266,10 +287,36 @@ static int apply_llm(llm_config *l, int key, const char *v, char *err, size_t n)
     return fail(err, n, "unknown option");
 }
 
+static int apply_command(app_config *c, int key, const char *v, char *err, size_t n)
+{
+    double d;
+    switch (key) {
+    case OPT_EMBEDDER:
+        if (strcmp(v, "builtin") && strcmp(v, "ollama") && strcmp(v, "openai"))
+            return fail(err, n, "unknown embedder '%s' (builtin, ollama, openai)", v);
+        copy(c->embedder, sizeof c->embedder, v);
+        return 0;
+    case OPT_EMBED_URL: copy(c->embed_url, sizeof c->embed_url, v); return 0;
+    case OPT_EMBED_MODEL: copy(c->embed_model, sizeof c->embed_model, v); return 0;
+    case OPT_PERSONA: copy(c->reembed_persona, sizeof c->reembed_persona, v); return 0;
+    case OPT_ALL: c->reembed_all = true; return 0;
+    case OPT_SIMULATE:
+        if (set_real("simulate", v, 0.001, 100000, &d, err, n)) return -1;
+        c->simulate_minutes = d;
+        return 0;
+    case OPT_TICK:
+        if (set_real("tick-seconds", v, 0.01, 3600, &d, err, n)) return -1;
+        c->tick_seconds = d;
+        return 0;
+    }
+    return fail(err, n, "unknown option");
+}
+
 static int apply(app_config *c, int key, const char *v, char *err, size_t n)
 {
     long x = 0;
     if (key == OPT_STDIO) return (c->stdio = true), 0;
+    if (key >= OPT_EMBEDDER) return apply_command(c, key, v, err, n);
     if (key == OPT_FIXTURES) return (c->mcp_fixtures = true), 0;
     if (key >= OPT_LLM_PROVIDER) return apply_llm(&c->llm, key, v, err, n);
     if (key >= OPT_EMBED_DIM) return apply_memory(&c->mem, key, v, err, n);
@@ -342,6 +389,8 @@ static const struct {
     {"MEMORY_AUTO_PRUNE_THRESHOLD", OPT_AUTO_PRUNE_AT},
     {"MEMORY_AUTO_PRUNE_IMPORTANCE_THRESHOLD", OPT_AUTO_PRUNE_IMP},
     {"MEMORY_IMPORTANCE_MIN", OPT_IMP_MIN}, {"MEMORY_IMPORTANCE_MAX", OPT_IMP_MAX},
+    {"MEMORY_EMBEDDER", OPT_EMBEDDER}, {"EMBED_URL", OPT_EMBED_URL},
+    {"EMBED_MODEL", OPT_EMBED_MODEL}, {"TICK_INTERVAL_SECONDS", OPT_TICK},
     {"LLM_PROVIDER", OPT_LLM_PROVIDER}, {"OLLAMA_HOST", OPT_LLM_URL},
     {"OPENAI_BASE_URL", OPT_LLM_URL}, {"LLM_URL", OPT_LLM_URL},
     {"DEFAULT_MODEL", OPT_LLM_MODEL}, {"OPENAI_API_KEY", OPT_LLM_KEY}, {"LLM_API_KEY", OPT_LLM_KEY},
@@ -359,10 +408,34 @@ static int load_env(app_config *c, char *err, size_t n)
     return 0;
 }
 
+/* A leading command word (reembed, export FILE, import FILE) is taken off
+ * argv before the flags are parsed. */
+static int take_command(app_config *c, int *argc, char ***argv, char *err, size_t errlen)
+{
+    if (*argc < 2 || (*argv)[1][0] == '-') return 0;
+    const char *cmd = (*argv)[1];
+    bool file = !strcmp(cmd, "export") || !strcmp(cmd, "import");
+    if (!file && strcmp(cmd, "reembed") != 0)
+        return fail(err, errlen, "unknown command '%s' (reembed, export, import)", cmd);
+    copy(c->command, sizeof c->command, cmd);
+    int used = 1;
+    if (file) {
+        if (*argc < 3 || (*argv)[2][0] == '-')
+            return fail(err, errlen, "%s needs a FILE argument", cmd);
+        copy(c->command_arg, sizeof c->command_arg, (*argv)[2]);
+        used = 2;
+    }
+    (*argv)[used] = (*argv)[0]; /* keep a program name in front of the flags */
+    *argv += used;
+    *argc -= used;
+    return 0;
+}
+
 int app_config_load(app_config *c, int argc, char **argv, char *err, size_t errlen)
 {
     defaults(c);
     if (load_env(c, err, errlen) < 0) return -1;
+    if (take_command(c, &argc, &argv, err, errlen) < 0) return -1;
     bool data_dir_flag = false, db_flag = false;
     optind = 0; /* 0, not 1: a full getopt reset in glibc */
     opterr = 0;
@@ -384,6 +457,10 @@ int app_config_load(app_config *c, int argc, char **argv, char *err, size_t errl
     if (!c->db_path[0]) snprintf(c->db_path, sizeof c->db_path, "%s/personas.db", c->data_dir);
     if (c->mem.weights.min > c->mem.weights.max)
         return fail(err, errlen, "MEMORY_IMPORTANCE_MIN must not exceed MEMORY_IMPORTANCE_MAX");
+    if (!c->embed_url[0]) copy(c->embed_url, sizeof c->embed_url, c->llm.url);
+    if (!c->embed_model[0])
+        copy(c->embed_model, sizeof c->embed_model,
+             strcmp(c->embedder, "openai") == 0 ? "text-embedding-3-small" : "nomic-embed-text");
     if (c->mem.prune.target > c->mem.prune.threshold)
         return fail(err, errlen, "prune target must not exceed the prune threshold");
     return 0;

@@ -421,6 +421,9 @@ static void finish(void *arg)
         jw_puts(&c->text, fallback_text(c));
         atomic_fetch_add(&G.fallbacks, 1);
     } else if (c->status == LLM_OK) {
+        /* store_exchange reads the reply as a C string: terminate it (not counted) */
+        jw_append(&c->text, "", 1);
+        jw_truncate(&c->text, jw_size(&c->text) - 1);
         if (store_exchange(c) != SQLITE_OK) {
             r.status = LLM_HTTP_ERROR; /* reported as an error: not durable */
             snprintf(c->detail, sizeof c->detail, "the reply could not be stored");

@@ -844,9 +844,10 @@ static void on_done(void *ctx, llm_status st, const char *detail, int tokens)
 
 /* Stream a chat and wait for all of it (at most LLM_WAIT_SECONDS, then it is
  * cancelled). Returns the text (malloc) or NULL with the reason in why. */
-static char *llm_reply(llm *l, const llm_msg *msgs, size_t n, int max_tokens, char *why,
+static char *llm_reply(app *a, const llm_msg *msgs, size_t n, int max_tokens, char *why,
                        size_t whylen)
 {
+    llm *l = a->llm;
     if (!l) {
         snprintf(why, whylen, "no LLM client");
         return NULL;
@@ -863,19 +864,32 @@ static char *llm_reply(llm *l, const llm_msg *msgs, size_t n, int max_tokens, ch
     jw_init(&w->text, 0, 256);
     llm_callbacks cb = {on_token, on_done};
     llm_stream *ls = llm_chat(l, msgs, n, max_tokens, &cb, w);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += (time_t)LLM_WAIT_SECONDS;
+    /* Wake every 100 ms to notice a stopping server: a turn must not hold
+     * up shutdown for the whole LLM wait. */
+    struct timespec start, ts;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     pthread_mutex_lock(&w->mu);
-    int rc = 0;
-    while (!w->done && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    bool stop = false;
+    double waited = 0;
+    while (!w->done && waited < LLM_WAIT_SECONDS && !(stop = atomic_load(&a->stopping))) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 100000000;
+        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        waited = (double)(ts.tv_sec - start.tv_sec) + (ts.tv_nsec - start.tv_nsec) / 1e9;
+    }
     if (!w->done) {
         pthread_mutex_unlock(&w->mu);
         llm_cancel(ls); /* on_done follows at once */
         pthread_mutex_lock(&w->mu);
         while (!w->done) pthread_cond_wait(&w->cv, &w->mu);
         w->status = LLM_TIMEOUT;
-        snprintf(w->detail, sizeof w->detail, "no complete reply within %.0f s", LLM_WAIT_SECONDS);
+        if (stop)
+            snprintf(w->detail, sizeof w->detail, "the server is stopping");
+        else
+            snprintf(w->detail, sizeof w->detail, "no complete reply within %.0f s",
+                     LLM_WAIT_SECONDS);
     }
     char *text = NULL;
     if (w->status == LLM_OK) {
@@ -993,7 +1007,7 @@ static char *generate(engine *e, conv *c, int who, const snap *s, const snap *l,
     pthread_mutex_unlock(&e->mu);
     msgs[n++] = (llm_msg){"user", input};
     char why[256] = "";
-    char *text = llm_reply(e->a->llm, msgs, n, plan->max_tokens, why, sizeof why);
+    char *text = llm_reply(e->a, msgs, n, plan->max_tokens, why, sizeof why);
     jw_free(&sys);
     if (text) return text;
     r->fallback = true;

@@ -238,8 +238,10 @@ int engine_conv_turn(engine *e, const char *id, const char *input, engine_turn_r
                      engine_err *err);
 void engine_turn_result_free(engine_turn_result *r);
 
-/* The history term's compatibility for a pair in [0, 1] (neutral 0 without
- * a relationship; see engine.c). */
+/* The history term of the continue score for a pair: compatibility x 12.5
+ * - 2.5, the compatibility of their relationship (social.h) on the signed
+ * scale of §6.8.1; -2.5 for a pair that never met or a fresh one. Blocks
+ * (SQLite read). */
 double engine_history_term(engine *e, const char *a, const char *b);
 
 #endif

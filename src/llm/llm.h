@@ -92,6 +92,14 @@ void llm_free_models(char **names, int n);
  * few seconds). Non-blocking. */
 bool llm_available(llm *l);
 
+/* Embeddings from a backend (blocking; worker threads). provider OLLAMA
+ * posts /api/embed {"model","input":[...]}, OPENAI posts /v1/embeddings.
+ * Writes n vectors of *dim floats into out (capacity cap floats); *dim is
+ * what the backend returned. 0, or -1 with err. */
+int llm_embed(llm *l, llm_provider provider, const char *url, const char *model,
+              const char *api_key, const char *const *texts, size_t n, float *out, size_t cap,
+              int *dim, char *err, size_t errlen);
+
 /* ---- metrics ------------------------------------------------------------------ */
 typedef struct llm_stats {
     uint64_t requests, errors, cancelled, tokens;

@@ -407,3 +407,78 @@ void llm_get_stats(llm *l, llm_stats *out)
     out->tokens = atomic_load(&l->tokens);
     out->active = atomic_load(&l->active);
 }
+
+/* ---- embeddings ------------------------------------------------------------------ */
+
+static char *embed_body(llm_provider p, const char *model, const char *const *texts, size_t n)
+{
+    jw w;
+    jw_init(&w, 0, 256);
+    jw_obj_begin(&w);
+    jw_kstr(&w, "model", model);
+    jw_key(&w, "input");
+    jw_arr_begin(&w);
+    for (size_t i = 0; i < n; i++) jw_str(&w, texts[i]);
+    jw_arr_end(&w);
+    if (p == LLM_OPENAI) jw_kstr(&w, "encoding_format", "float");
+    jw_obj_end(&w);
+    jw_append(&w, "", 1);
+    return jw_release(&w);
+}
+
+/* The i-th vector of an /api/embed or /v1/embeddings answer. */
+static const jv *embed_vector(llm_provider p, const jv *o, size_t i)
+{
+    if (p == LLM_OLLAMA) {
+        const jv *e = jv_get(o, "embeddings");
+        return e && e->type == JV_ARRAY && i < e->len ? &e->u.items[i] : NULL;
+    }
+    const jv *d = jv_get(o, "data");
+    return d && d->type == JV_ARRAY && i < d->len ? jv_get(&d->u.items[i], "embedding") : NULL;
+}
+
+static int embed_parse(llm_provider p, const char *body, size_t n, float *out, size_t cap,
+                       int *dim, char *err, size_t errlen)
+{
+    jarena a;
+    jarena_init(&a);
+    json_error je;
+    jv *o = json_parse(&a, body, strlen(body), 0, 16, &je);
+    int rc = 0;
+    *dim = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const jv *v = o ? embed_vector(p, o, i) : NULL;
+        if (!v || v->type != JV_ARRAY || v->len == 0 || (*dim && (int)v->len != *dim) ||
+            (i + 1) * v->len > cap) {
+            snprintf(err, errlen, "embedding backend answered without a usable vector %zu", i);
+            rc = -1;
+            break;
+        }
+        *dim = (int)v->len;
+        for (uint32_t k = 0; k < v->len; k++)
+            out[i * v->len + k] = jv_is_num(&v->u.items[k]) ? (float)jv_num(&v->u.items[k]) : 0;
+    }
+    jarena_free(&a);
+    return rc;
+}
+
+int llm_embed(llm *l, llm_provider provider, const char *url, const char *model,
+              const char *api_key, const char *const *texts, size_t n, float *out, size_t cap,
+              int *dim, char *err, size_t errlen)
+{
+    char full[600];
+    size_t len = strlen(url);
+    while (len && url[len - 1] == '/') len--;
+    snprintf(full, sizeof full, "%.*s%s", (int)len, url,
+             provider == LLM_OLLAMA ? "/api/embed" : "/v1/embeddings");
+    char *body = embed_body(provider, model, texts, n);
+    up_opts o = {full, body, api_key, l->cfg.connect_timeout_ms, 0, 60000};
+    char *resp;
+    long http;
+    int rc = up_fetch(l, &o, &resp, &http, err, errlen);
+    free(body);
+    if (rc < 0) return -1;
+    rc = embed_parse(provider, resp, n, out, cap, dim, err, errlen);
+    free(resp);
+    return rc;
+}

@@ -56,6 +56,8 @@ struct mem_store {
     store *st;
     mem_config cfg;
     char model[MEM_MODEL_LEN];
+    mem_embed_fn remote; /* NULL: the built-in embedder */
+    void *remote_ctx;
     pthread_mutex_t map_mu;
     mem_coll *buckets[MEM_MAP_BUCKETS];
     pthread_mutex_t types_mu;
@@ -93,6 +95,10 @@ int mem_type_id(mem_store *m, const char *type, bool create);
 int mem_vis_code(const char *v); /* -1 for an unknown name */
 const char *mem_vis_name(int code);
 
+/* mem_write.c: embed a text with the store's embedder (vector in a). */
+int mem_embed_text(mem_store *m, const char *text, float **out, int *dim, jarena *a, mem_err *e);
+/* Fails when c was built by another model than `model`. */
+int mem_check_model(mem_coll *c, const char *model, mem_err *e);
 /* mem_write.c: embedding of a query or item; checks the collection model. */
 int mem_embed_for(mem_store *m, mem_coll *c, const char *text, const float *given, int given_dim,
                   float **out, int *dim, char model[MEM_MODEL_LEN], jarena *a, mem_err *e);

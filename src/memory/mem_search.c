@@ -301,15 +301,12 @@ static const char SQL_SHARERS[] =
     "SELECT DISTINCT persona_id FROM memories WHERE visibility <> 'private' AND persona_id <> ?";
 
 static size_t scan_other(mem_store *m, const char *pid, const mem_cross_query *q, unsigned vis,
-                         cand *out, jarena *a)
+                         const float *qv, int dim, cand *out, jarena *a)
 {
     mem_coll *c = coll_get(m, pid);
-    float *qv;
-    int dim;
-    char model[MEM_MODEL_LEN];
     mem_err ignore;
     /* A collection built by another embedder cannot be compared: skip it. */
-    if (mem_embed_for(m, c, q->text, NULL, 0, &qv, &dim, model, a, &ignore) < 0) return 0;
+    if (mem_check_model(c, m->model, &ignore) < 0) return 0;
     if (coll_acquire(m, c, &ignore) < 0) return 0;
     size_t h = c->dim == dim ? scan_coll(m, c, qv, q->k, q->min_importance, NULL, vis, out, a) : 0;
     coll_release(c);
@@ -341,9 +338,12 @@ int mem_search_cross(mem_store *m, const mem_cross_query *q, jarena *a, mem_row 
     }
     if (st) sqlite3_reset(st);
     store_pool_put(m->st, sc);
+    float *qv;
+    int dim;
+    if (mem_embed_text(m, q->text, &qv, &dim, a, e) < 0) return -1; /* once, for all */
     cand *cands = jarena_alloc(a, sizeof *cands * q->k * np);
     size_t nc = 0;
-    for (size_t i = 0; i < np; i++) nc += scan_other(m, pids[i], q, vis, cands + nc, a);
+    for (size_t i = 0; i < np; i++) nc += scan_other(m, pids[i], q, vis, qv, dim, cands + nc, a);
     return finish(m, cands, nc, q->k, true, a, rows, n, e);
 }
 

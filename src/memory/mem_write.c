@@ -111,6 +111,46 @@ void mem_forget_all(mem_store *m)
     free(all);
 }
 
+void mem_set_embedder(mem_store *m, const char *model_id, mem_embed_fn fn, void *ctx)
+{
+    snprintf(m->model, sizeof m->model, "%s", model_id);
+    m->remote = fn;
+    m->remote_ctx = ctx;
+}
+
+int mem_embed_text(mem_store *m, const char *text, float **out, int *dim, jarena *a, mem_err *e)
+{
+    if (!m->remote) {
+        *dim = m->cfg.dim;
+        *out = jarena_alloc(a, sizeof(float) * (size_t)m->cfg.dim);
+        mem_embed_builtin(text, strlen(text), *out, m->cfg.dim);
+        return 0;
+    }
+    float *v = jarena_alloc(a, sizeof(float) * MEM_MAX_DIM);
+    char err[200];
+    if (m->remote(m->remote_ctx, &text, 1, v, MEM_MAX_DIM, dim, err, sizeof err) < 0)
+        return mem_fail(e, -32002, "embedding failed: %s", err);
+    mem_normalize(v, *dim);
+    *out = v;
+    return 0;
+}
+
+int mem_check_model(mem_coll *c, const char *model, mem_err *e)
+{
+    pthread_rwlock_rdlock(&c->lock);
+    bool clash = c->model[0] && strcmp(c->model, model) != 0;
+    char have[MEM_MODEL_LEN];
+    snprintf(have, sizeof have, "%s", c->model);
+    pthread_rwlock_unlock(&c->lock);
+    if (clash)
+        return mem_fail(e, -32002,
+                        "Embedding model mismatch for persona %s: its memories use %s, this "
+                        "request uses %s (pass embeddings of that model, or run persona-mcp "
+                        "reembed)",
+                        c->persona_id, have, model);
+    return 0;
+}
+
 /* The vector for a text or a client-supplied embedding, and the model id
  * it belongs to; fails when the persona's collection uses another model. */
 int mem_embed_for(mem_store *m, mem_coll *c, const char *text, const float *given, int given_dim,
@@ -128,22 +168,10 @@ int mem_embed_for(mem_store *m, mem_coll *c, const char *text, const float *give
             return mem_fail(e, -32602, "Invalid params: 'embedding' must not be all zeros");
     } else {
         snprintf(model, MEM_MODEL_LEN, "%s", m->model);
-        *dim = m->cfg.dim;
-        *out = jarena_alloc(a, sizeof(float) * (size_t)m->cfg.dim);
-        mem_embed_builtin(text, strlen(text), *out, m->cfg.dim);
+        if (mem_check_model(c, model, e) < 0) return -1; /* before a remote call */
+        if (mem_embed_text(m, text, out, dim, a, e) < 0) return -1;
     }
-    pthread_rwlock_rdlock(&c->lock);
-    bool clash = c->model[0] && strcmp(c->model, model) != 0;
-    char have[MEM_MODEL_LEN];
-    snprintf(have, sizeof have, "%s", c->model);
-    pthread_rwlock_unlock(&c->lock);
-    if (clash)
-        return mem_fail(e, -32002,
-                        "Embedding model mismatch for persona %s: its memories use %s, this "
-                        "request uses %s (pass embeddings of that model, or run persona-mcp "
-                        "reembed)",
-                        c->persona_id, have, model);
-    return 0;
+    return mem_check_model(c, model, e);
 }
 
 /* ---- add ------------------------------------------------------------------- */

@@ -185,7 +185,23 @@ bool mem_decay_stop(mem_store *m);
 void mem_write_decay_stats(mem_store *m, struct jw *w);
 const mem_config *mem_get_config(mem_store *m);
 
-/* The built-in embedder's model id of this store ("builtin-hash-v1/384"). */
+/* The model id this store embeds text with ("builtin-hash-v1/384", or the
+ * remote embedder's, e.g. "ollama:nomic-embed-text"). */
 const char *mem_model(mem_store *m);
+
+/* Use a remote embedder (Ollama, OpenAI-compatible) instead of the built-in
+ * one. fn embeds n texts into out (room for cap floats) and sets *dim. It
+ * blocks; it is called on worker threads. */
+typedef int (*mem_embed_fn)(void *ctx, const char *const *texts, size_t n, float *out, size_t cap,
+                            int *dim, char *err, size_t errlen);
+void mem_set_embedder(mem_store *m, const char *model_id, mem_embed_fn fn, void *ctx);
+
+/* Rebuild embeddings with the current embedder: every memory of personas
+ * whose collection was built by another model (all of them with all=true;
+ * only persona_id's when given). progress(ctx, phase, done, total) may be
+ * NULL. Sets *changed to the memories re-embedded. 0 or -1 with e. */
+int mem_reembed(mem_store *m, const char *persona_id, bool all,
+                void (*progress)(void *ctx, const char *phase, uint64_t done, uint64_t total),
+                void *ctx, int64_t *changed, mem_err *e);
 
 #endif

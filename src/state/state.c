@@ -633,6 +633,7 @@ static int scan(in_ctx *x, bool apply)
     x->rows = x->body_bytes = x->last_report = 0;
     x->last_table = -1;
     for (int i = 0; i < x->ntables; i++) x->t[i].rows = 0;
+    if (!apply) progress(x->o, "verify", 0, x->size);
     const char *line;
     size_t len, slack;
     bool nl, ended = false;

@@ -27,6 +27,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,33 +81,44 @@ void state_b64_encode(const unsigned char *in, size_t n, char *out)
     }
 }
 
-static int b64_val(unsigned char c)
+/* Decoding table: the 6-bit value of an alphabet character, 0x80 for
+ * anything else (so one OR over a quartet detects an invalid character). */
+static uint8_t g_b64_dec[256];
+static pthread_once_t g_b64_once = PTHREAD_ONCE_INIT;
+
+static void b64_init(void)
 {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
+    memset(g_b64_dec, 0x80, sizeof g_b64_dec);
+    for (int i = 0; i < 64; i++) g_b64_dec[(unsigned char)B64[i]] = (uint8_t)i;
 }
 
 long state_b64_decode(const char *in, size_t n, unsigned char *out)
 {
+    pthread_once(&g_b64_once, b64_init);
     if (n % 4) return -1;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        bool last = i + 4 == n;
-        int pad = 0;
-        if (last && in[i + 3] == '=') pad = in[i + 2] == '=' ? 2 : 1;
-        int v[4];
-        for (int k = 0; k < 4 - pad; k++)
-            if ((v[k] = b64_val((unsigned char)in[i + (size_t)k])) < 0) return -1;
-        for (int k = 4 - pad; k < 4; k++) v[k] = 0;
-        uint32_t x =
-            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+    const unsigned char *s = (const unsigned char *)in;
+    size_t full = n, o = 0;
+    int pad = 0;
+    if (n && s[n - 1] == '=') {
+        pad = s[n - 2] == '=' ? 2 : 1;
+        full = n - 4;
+    }
+    for (size_t i = 0; i < full; i += 4) {
+        uint8_t a = g_b64_dec[s[i]], b = g_b64_dec[s[i + 1]], c = g_b64_dec[s[i + 2]],
+                d = g_b64_dec[s[i + 3]];
+        if ((a | b | c | d) & 0x80) return -1;
+        uint32_t x = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | d;
         out[o++] = (unsigned char)(x >> 16);
-        if (pad < 2) out[o++] = (unsigned char)(x >> 8);
-        if (pad < 1) out[o++] = (unsigned char)x;
+        out[o++] = (unsigned char)(x >> 8);
+        out[o++] = (unsigned char)x;
+    }
+    if (pad) { /* the last quartet: "xy==" or "xyz=" */
+        const unsigned char *q = s + full;
+        uint8_t a = g_b64_dec[q[0]], b = g_b64_dec[q[1]], c = pad == 1 ? g_b64_dec[q[2]] : 0;
+        if ((a | b | c) & 0x80) return -1;
+        uint32_t x = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6;
+        out[o++] = (unsigned char)(x >> 16);
+        if (pad == 1) out[o++] = (unsigned char)(x >> 8);
     }
     return (long)o;
 }

@@ -744,15 +744,15 @@ def test_stats_fields_and_values(server):
             names = await seeded_ids(c)
             aria = names["Aria"]
             for text, t, imp in (("first", "a", 0.2), ("second", "a", 0.5),
-                                 ("third", "b", 0.7), ("fourth", "c", 0.9)):
+                                 ("third", "b", 0.75), ("fourth", "c", 0.9)):
                 await store(c, aria, f"the {text} memory of the day", memory_type=t,
                             importance=imp)
             st = await stats(c, aria)
             assert set(st) >= STATS_KEYS, st
             assert st["total_memories"] == 4
-            assert approx(st["avg_importance"], 0.575, 1e-3), st
+            assert approx(st["avg_importance"], 0.5875, 1e-3), st
             assert st["memory_types"] == {"a": 2, "b": 1, "c": 1}
-            assert st["high_importance_count"] == 2, "importance >= 0.7 counts as high"
+            assert st["high_importance_count"] == 2
             assert st["created_today"] == 4
             # unknown or empty personas: exactly {"total_memories": 0}
             assert (await stats(c, "no-such-persona")) == {"total_memories": 0}
@@ -765,6 +765,23 @@ def test_stats_fields_and_values(server):
             await c.result("persona.switch", {"persona_id": "Aria"})
             assert (await c.result("persona.status", {}))["memory_stats"] == st
             assert (await c.result("memory.stats", {})) == st
+
+    run(body())
+
+
+def test_stats_high_importance_threshold_is_inclusive(server):
+    """§2.5: high_importance_count = importance >= 0.7, so exactly 0.7 counts."""
+
+    async def body():
+        async with Conn(server.url) as c:
+            p = pid()
+            await store(c, p, "exactly at the threshold", importance=0.7)
+            await store(c, p, "just below the threshold", importance=0.69)
+            await store(c, p, "well above the threshold", importance=0.95)
+            hi = await search(c, p, "threshold", min_importance=0.7, n_results=5)
+            assert len(hi["memories"]) == 2, "min_importance 0.7 keeps the 0.7 memory"
+            st = await stats(c, p)
+            assert st["high_importance_count"] == 2, st
 
     run(body())
 
