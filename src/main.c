@@ -149,8 +149,9 @@ static int cmd_state(app *a, bool do_export)
     state_opts o = {.progress = state_bar_progress, .progress_ctx = &bar};
     state_result r;
     state_err e;
-    int rc = do_export ? state_export(a->store, a->cfg.command_arg, &o, &r, &e)
-                       : state_import(a->store, a->personas, a->memory, a->cfg.command_arg, &o, &r, &e);
+    int rc = do_export
+                 ? state_export(a->store, a->cfg.command_arg, &o, &r, &e)
+                 : state_import(a->store, a->personas, a->memory, a->cfg.command_arg, &o, &r, &e);
     state_bar_finish(&bar);
     if (rc < 0) {
         fprintf(stderr, "persona-mcp %s: %s\n", a->cfg.command, e.msg);
@@ -168,13 +169,15 @@ static int cmd_reembed(app *a)
     int64_t changed = 0;
     mem_err e;
     const char *pid = a->cfg.reembed_persona[0] ? a->cfg.reembed_persona : NULL;
-    int rc = mem_reembed(a->memory, pid, a->cfg.reembed_all, state_bar_progress, &bar, &changed, &e);
+    int rc =
+        mem_reembed(a->memory, pid, a->cfg.reembed_all, state_bar_progress, &bar, &changed, &e);
     state_bar_finish(&bar);
     if (rc < 0) {
         fprintf(stderr, "persona-mcp reembed: %s\n", e.msg);
         return 1;
     }
-    fprintf(stderr, "re-embedded %lld memories with %s\n", (long long)changed, mem_model(a->memory));
+    fprintf(stderr, "re-embedded %lld memories with %s\n", (long long)changed,
+            mem_model(a->memory));
     return 0;
 }
 

@@ -234,8 +234,8 @@ static int start(rpc_call *c, bool stream)
     util_uuid4(w->stream_id);
     if (!(w->d = rpc_defer(c, !stream, c->req_id))) {
         free(w);
-        return rpc_fail(c, RPC_INVALID_REQUEST,
-                        "Invalid Request: %s cannot be part of a batch", c->method);
+        return rpc_fail(c, RPC_INVALID_REQUEST, "Invalid Request: %s cannot be part of a batch",
+                        c->method);
     }
     rpc_deferred_on_close(w->d, on_close, w);
     if (stream) {
@@ -253,9 +253,13 @@ static int start(rpc_call *c, bool stream)
         jw_obj_end(&j);
         event_send(w, &j);
     }
-    chat_req req = {.persona_id = p.persona, .sess = c->sess, .message = p.message,
-                    .max_tokens = (int)p.budget, .stream_id = w->stream_id,
-                    .request_id = rpc_deferred_id(w->d), .t0 = c->t0};
+    chat_req req = {.persona_id = p.persona,
+                    .sess = c->sess,
+                    .message = p.message,
+                    .max_tokens = (int)p.budget,
+                    .stream_id = w->stream_id,
+                    .request_id = rpc_deferred_id(w->d),
+                    .t0 = c->t0};
     chat_events ev = {stream ? stream_token : nostream_token, stream ? stream_end : chat_end};
     int code;
     char err[256];

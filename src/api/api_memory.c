@@ -17,7 +17,7 @@
 #include "persona/persona.h"
 
 #define CONTENT_MAX_BYTES (256 * 1024)
-#define BATCH_MAX 1000
+#define BATCH_MAX         1000
 
 /* ---- shared helpers ------------------------------------------------------- */
 
@@ -69,7 +69,8 @@ static int param_vector(rpc_call *c, const char *key, float **out, int *dim)
     if (rpc_param_arr(c, key, &a) < 0) return -1;
     if (!a) return 0;
     if (a->len == 0 || a->len > 8192)
-        return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must hold 1..8192 numbers", key);
+        return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must hold 1..8192 numbers",
+                        key);
     float *v = jarena_alloc(c->arena, sizeof(float) * a->len);
     for (uint32_t i = 0; i < a->len; i++) {
         if (!jv_is_num(&a->u.items[i]))
@@ -140,7 +141,8 @@ static int read_item(rpc_call *c, mem_item *it, const char *persona, float **vec
     it->related_json = json_text(c, rel, "[]");
     it->metadata_json = json_text(c, meta, "{}");
     it->embedding = *vec;
-    it->speaker = it->auto_importance ? persona_interest(c->app->personas, persona, c->arena) : NULL;
+    it->speaker =
+        it->auto_importance ? persona_interest(c->app->personas, persona, c->arena) : NULL;
     return 0;
 }
 
@@ -171,7 +173,8 @@ int api_memory_store_batch(rpc_call *c)
 {
     char pid[256];
     const jv *list;
-    if (target_persona(c, pid, sizeof pid) < 0 || rpc_param_arr(c, "memories", &list) < 0) return -1;
+    if (target_persona(c, pid, sizeof pid) < 0 || rpc_param_arr(c, "memories", &list) < 0)
+        return -1;
     if (!list || list->len == 0 || list->len > BATCH_MAX)
         return rpc_fail(c, RPC_INVALID_PARAMS,
                         "Invalid params: 'memories' must be an array of 1..%d objects", BATCH_MAX);
@@ -185,7 +188,8 @@ int api_memory_store_batch(rpc_call *c)
         if (c->params->type != JV_OBJECT || read_item(c, &items[i], pid, &vec) < 0) {
             c->params = saved;
             if (!c->err_code)
-                rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: 'memories[%u]' must be an object", i);
+                rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: 'memories[%u]' must be an object",
+                         i);
             char inner[sizeof c->err_msg];
             snprintf(inner, sizeof inner, "%s", c->err_msg);
             return rpc_fail(c, RPC_INVALID_PARAMS, "memories[%u]: %s", i, inner);
@@ -220,7 +224,8 @@ static int memory_id_param(rpc_call *c, const char **id)
 {
     if (rpc_param_str(c, "memory_id", false, id) < 0) return -1;
     if (!*id && rpc_param_str(c, "id", false, id) < 0) return -1;
-    if (!*id || !**id) return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: 'memory_id' is required");
+    if (!*id || !**id)
+        return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: 'memory_id' is required");
     return 0;
 }
 
@@ -239,7 +244,8 @@ int api_memory_update(rpc_call *c)
     p.set_importance = imp && imp->type != JV_NULL;
     p.set_valence = val && val->type != JV_NULL;
     if ((p.set_importance && rpc_param_num(c, "importance", 0, 1, 0, &p.importance) < 0) ||
-        (p.set_valence && rpc_param_num(c, "emotional_valence", -1, 1, 0, &p.emotional_valence) < 0))
+        (p.set_valence &&
+         rpc_param_num(c, "emotional_valence", -1, 1, 0, &p.emotional_valence) < 0))
         return -1;
     p.metadata_json = meta ? json_text(c, meta, "{}") : NULL;
     mem_err e = {0};
@@ -278,9 +284,12 @@ static int vis_filter(rpc_call *c, unsigned *mask)
     *mask = 0;
     if (rpc_param_str(c, "visibility", false, &v) < 0) return -1;
     if (!v) return 0;
-    if (!strcmp(v, "private")) *mask = MEM_VIS_PRIVATE;
-    else if (!strcmp(v, "shared")) *mask = MEM_VIS_SHARED;
-    else if (!strcmp(v, "public")) *mask = MEM_VIS_PUBLIC;
+    if (!strcmp(v, "private"))
+        *mask = MEM_VIS_PRIVATE;
+    else if (!strcmp(v, "shared"))
+        *mask = MEM_VIS_SHARED;
+    else if (!strcmp(v, "public"))
+        *mask = MEM_VIS_PUBLIC;
     else
         return rpc_fail(c, RPC_INVALID_PARAMS,
                         "Invalid params: 'visibility' must be private, shared or public");
@@ -293,13 +302,12 @@ int api_memory_search(rpc_call *c)
     mem_query q = {.record_access = true};
     int64_t k, lim;
     float *vec;
-    if (target_persona(c, pid, sizeof pid) < 0 ||
-        rpc_param_str(c, "query", false, &q.text) < 0 ||
+    if (target_persona(c, pid, sizeof pid) < 0 || rpc_param_str(c, "query", false, &q.text) < 0 ||
         rpc_param_int(c, "limit", 1, 1000, 5, &lim) < 0 ||
         rpc_param_int(c, "n_results", 1, 1000, lim, &k) < 0 ||
         rpc_param_num(c, "min_importance", 0, 1, 0, &q.min_importance) < 0 ||
-        rpc_param_str(c, "memory_type", false, &q.memory_type) < 0 || vis_filter(c, &q.vis_mask) < 0 ||
-        rpc_param_bool(c, "hybrid", false, &q.hybrid) < 0 ||
+        rpc_param_str(c, "memory_type", false, &q.memory_type) < 0 ||
+        vis_filter(c, &q.vis_mask) < 0 || rpc_param_bool(c, "hybrid", false, &q.hybrid) < 0 ||
         param_vector(c, "embedding", &vec, &q.embedding_dim) < 0)
         return -1;
     if (!vec && (!q.text || !*q.text))

@@ -124,7 +124,8 @@ int api_persona_create(rpc_call *c)
         in.traits_json = jw_data(&traits);
         in.topics_json = jw_data(&topics);
         int err = persona_create(c->app->personas, c->app->store, &in, id);
-        if (err) rc = rpc_fail(c, RPC_INTERNAL_ERROR, "Failed to save persona (SQLite error %d)", err);
+        if (err)
+            rc = rpc_fail(c, RPC_INTERNAL_ERROR, "Failed to save persona (SQLite error %d)", err);
     }
     if (rc == 0) {
         jw_obj_begin(c->out);
@@ -218,9 +219,9 @@ int api_persona_delete(rpc_call *c)
     const char *id;
     if (rpc_param_str(c, "persona_id", true, &id) < 0) return -1;
     char name[NAME_MAX_BYTES + 1] = "";
-    int rc = strlen(id) < 40 ? persona_delete(c->app->personas, c->app->store, id, name,
-                                              sizeof name)
-                             : 1;
+    int rc = strlen(id) < 40
+                 ? persona_delete(c->app->personas, c->app->store, id, name, sizeof name)
+                 : 1;
     if (rc == 1) return rpc_fail(c, RPC_PERSONA_NOT_FOUND, "Persona not found: %.64s", id);
     if (rc != 0)
         return rpc_fail(c, RPC_INTERNAL_ERROR, "Failed to delete persona %s (SQLite error %d)", id,

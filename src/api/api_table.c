@@ -6,8 +6,14 @@
  */
 #include "api/api.h"
 
-#define INLINE(name, fn) {name, fn, RPC_INLINE, NULL}
-#define WORKER(name, fn) {name, fn, RPC_WORKER, NULL}
+#define INLINE(name, fn)                                                                           \
+    {                                                                                              \
+        name, fn, RPC_INLINE, NULL                                                                 \
+    }
+#define WORKER(name, fn)                                                                           \
+    {                                                                                              \
+        name, fn, RPC_WORKER, NULL                                                                 \
+    }
 
 static const rpc_method g_table[] = {
     /* persona.* - api_persona.c, api_memory.c */

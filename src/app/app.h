@@ -37,9 +37,9 @@ typedef struct app_config {
     int pool_size, pool_overflow;
     char auth_token[256];
     char allowed_origins[1024]; /* comma-separated extra origins */
-    llm_config llm; /* chat backend: provider, URL, model, key, timeouts */
-    mem_config mem; /* memory: embedder dimension, budget, scoring, pruning, decay */
-    bool stdio;             /* --stdio: MCP on stdin/stdout, no port */
+    llm_config llm;             /* chat backend: provider, URL, model, key, timeouts */
+    mem_config mem;             /* memory: embedder dimension, budget, scoring, pruning, decay */
+    bool stdio;                 /* --stdio: MCP on stdin/stdout, no port */
     /* embedder: "builtin", "ollama" or "openai" (remote: URL and model) */
     char embedder[16];
     char embed_url[512];
@@ -51,7 +51,7 @@ typedef struct app_config {
     bool reembed_all;
     double simulate_minutes; /* > 0: --simulate */
     double tick_seconds;
-    bool mcp_fixtures;      /* --conformance-fixtures */
+    bool mcp_fixtures; /* --conformance-fixtures */
     bool show_help, show_version;
 } app_config;
 

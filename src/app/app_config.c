@@ -62,14 +62,55 @@ static void defaults(app_config *c)
 }
 
 enum {
-    OPT_HOST = 1000, OPT_PORT, OPT_PORT_FILE, OPT_DATA_DIR, OPT_DB, OPT_LOG, OPT_MAXMSG, OPT_MAXCONN,
-    OPT_INFLIGHT, OPT_IDLE, OPT_PING, OPT_WORKERS, OPT_POOL, OPT_OVERFLOW, OPT_TOKEN, OPT_ORIGINS,
-    OPT_HELP, OPT_VERSION, OPT_EMBED_DIM, OPT_MEM_BUDGET, OPT_DECAY, OPT_DECAY_MODE,
-    OPT_DECAY_HOURS, OPT_DECAY_MINUTES, OPT_DECAY_FLOOR, OPT_PRUNE_TARGET, OPT_PRUNE_THRESHOLD,
-    OPT_PRUNE_STRATEGY, OPT_AUTO_PRUNE, OPT_AUTO_PRUNE_AT, OPT_AUTO_PRUNE_IMP, OPT_IMP_MIN,
-    OPT_IMP_MAX, OPT_LLM_PROVIDER, OPT_LLM_URL, OPT_LLM_MODEL, OPT_LLM_KEY, OPT_LLM_CONNECT,
-    OPT_LLM_IDLE, OPT_LLM_MAXTOK, OPT_STDIO, OPT_FIXTURES, OPT_EMBEDDER, OPT_EMBED_URL,
-    OPT_EMBED_MODEL, OPT_PERSONA, OPT_ALL, OPT_SIMULATE, OPT_TICK
+    OPT_HOST = 1000,
+    OPT_PORT,
+    OPT_PORT_FILE,
+    OPT_DATA_DIR,
+    OPT_DB,
+    OPT_LOG,
+    OPT_MAXMSG,
+    OPT_MAXCONN,
+    OPT_INFLIGHT,
+    OPT_IDLE,
+    OPT_PING,
+    OPT_WORKERS,
+    OPT_POOL,
+    OPT_OVERFLOW,
+    OPT_TOKEN,
+    OPT_ORIGINS,
+    OPT_HELP,
+    OPT_VERSION,
+    OPT_EMBED_DIM,
+    OPT_MEM_BUDGET,
+    OPT_DECAY,
+    OPT_DECAY_MODE,
+    OPT_DECAY_HOURS,
+    OPT_DECAY_MINUTES,
+    OPT_DECAY_FLOOR,
+    OPT_PRUNE_TARGET,
+    OPT_PRUNE_THRESHOLD,
+    OPT_PRUNE_STRATEGY,
+    OPT_AUTO_PRUNE,
+    OPT_AUTO_PRUNE_AT,
+    OPT_AUTO_PRUNE_IMP,
+    OPT_IMP_MIN,
+    OPT_IMP_MAX,
+    OPT_LLM_PROVIDER,
+    OPT_LLM_URL,
+    OPT_LLM_MODEL,
+    OPT_LLM_KEY,
+    OPT_LLM_CONNECT,
+    OPT_LLM_IDLE,
+    OPT_LLM_MAXTOK,
+    OPT_STDIO,
+    OPT_FIXTURES,
+    OPT_EMBEDDER,
+    OPT_EMBED_URL,
+    OPT_EMBED_MODEL,
+    OPT_PERSONA,
+    OPT_ALL,
+    OPT_SIMULATE,
+    OPT_TICK
 };
 
 static const struct option g_opts[] = {
@@ -119,61 +160,67 @@ static const struct option g_opts[] = {
 
 void app_config_usage(FILE *out)
 {
-    fputs("usage: persona-mcp [options]                 serve WebSocket + HTTP (+ MCP) on a port\n"
-          "       persona-mcp --stdio [options]         serve MCP on stdin/stdout\n"
-          "       persona-mcp --simulate MINUTES        run the persona chatroom, print a transcript\n"
-          "       persona-mcp reembed [--persona ID] [--all]  rebuild embeddings\n"
-          "       persona-mcp export FILE | import FILE  save or restore everything\n"
-          "options:\n"
-          "  --host ADDR              listen address (env SERVER_HOST; default 127.0.0.1)\n"
-          "  --port N                 listen port, 0 = any free port (env SERVER_PORT; default 8000)\n"
-          "  --port-file FILE         write the bound port to FILE once listening\n"
-          "  --data-dir DIR           data directory (env PERSONA_MCP_DATA_DIR; default ./data)\n"
-          "  --db FILE                database file (env DATABASE_PATH; default DIR/personas.db)\n"
-          "  --log-level LEVEL        debug|info|warn|error (env LOG_LEVEL; default info)\n"
-          "  --max-message-bytes N    largest WebSocket message (default 4194304)\n"
-          "  --max-connections N      open WebSocket connections (env MAX_CONNECTIONS; default 10240)\n"
-          "  --max-inflight N         queued requests per connection (default 256)\n"
-          "  --idle-timeout SECS      close connections idle this long (env WEBSOCKET_TIMEOUT; 300)\n"
-          "  --ping-interval SECS     WebSocket ping on quiet connections (default 30; 0 = off)\n"
-          "  --workers N              worker threads (default: number of cores)\n"
-          "  --pool-size N            read connections kept open (default 5)\n"
-          "  --pool-overflow N        extra read connections on demand (default 10)\n"
-          "  --auth-token TOKEN       require 'Authorization: Bearer TOKEN' (env PERSONA_MCP_TOKEN);\n"
-          "                           mandatory when --host is not a loopback address\n"
-          "  --allowed-origins LIST   extra allowed Origin values, comma-separated\n"
-          "  --embed-dim N            built-in embedder dimension (env MEMORY_EMBED_DIM; 384)\n"
-          "  --memory-budget-mb N     RAM for loaded collections (env MEMORY_BUDGET_MB; 1024)\n"
-          "  --decay                  start background decay at boot (env MEMORY_DECAY_ENABLED)\n"
-          "  --decay-mode MODE        none|linear|exponential|logarithmic|access_based\n"
-          "                           (env MEMORY_DECAY_MODE; default access_based)\n"
-          "  --decay-interval-hours H hours between decay cycles (default 6; env\n"
-          "                           MEMORY_DECAY_INTERVAL_MINUTES in minutes)\n"
-          "  --prune-target N         memories kept by pruning (env MEMORY_PRUNE_TARGET; 800)\n"
-          "  --prune-threshold N      prune at this many (env PRUNING_THRESHOLD; 900)\n"
-          "  --prune-strategy S       importance_only|importance_access|importance_access_age\n"
-          "  --llm-provider P         none|ollama|openai (env LLM_PROVIDER; default ollama)\n"
-          "  --llm-url URL            backend base URL (env LLM_URL, OLLAMA_HOST or\n"
-          "                           OPENAI_BASE_URL; default http://127.0.0.1:11434)\n"
-          "  --llm-model NAME         model (env DEFAULT_MODEL; default llama3.1:8b)\n"
-          "                           API key for openai: env OPENAI_API_KEY or LLM_API_KEY\n"
-          "  --llm-connect-timeout-ms N  give up connecting after N ms (default 2000)\n"
-          "  --llm-idle-timeout-ms N  end a stream silent for N ms (default 15000)\n"
-          "  --llm-max-tokens N       tokens per reply when the client sets none (512)\n"
-          "  --stdio                  speak MCP on stdin/stdout instead of listening\n"
-          "  --embedder E             builtin|ollama|openai (env MEMORY_EMBEDDER; builtin)\n"
-          "  --embed-url URL          remote embedder base URL (env EMBED_URL; default the LLM URL)\n"
-          "  --embed-model NAME       remote embedding model (env EMBED_MODEL)\n"
-          "  --simulate MINUTES       run the multi-persona chatroom for MINUTES and exit\n"
-          "  --tick-seconds S         simulation tick (default 30)\n"
-          "  --persona ID, --all      reembed: one persona / every memory\n"
-          "  --conformance-fixtures   add the MCP conformance suite's test_* tools,\n"
-          "                           test:// resources and test prompts (testing only)\n"
-          "  --help, --version\n",
-          out);
+    fputs(
+        "usage: persona-mcp [options]                 serve WebSocket + HTTP (+ MCP) on a port\n"
+        "       persona-mcp --stdio [options]         serve MCP on stdin/stdout\n"
+        "       persona-mcp --simulate MINUTES        run the persona chatroom, print a "
+        "transcript\n"
+        "       persona-mcp reembed [--persona ID] [--all]  rebuild embeddings\n"
+        "       persona-mcp export FILE | import FILE  save or restore everything\n"
+        "options:\n"
+        "  --host ADDR              listen address (env SERVER_HOST; default 127.0.0.1)\n"
+        "  --port N                 listen port, 0 = any free port (env SERVER_PORT; default "
+        "8000)\n"
+        "  --port-file FILE         write the bound port to FILE once listening\n"
+        "  --data-dir DIR           data directory (env PERSONA_MCP_DATA_DIR; default ./data)\n"
+        "  --db FILE                database file (env DATABASE_PATH; default DIR/personas.db)\n"
+        "  --log-level LEVEL        debug|info|warn|error (env LOG_LEVEL; default info)\n"
+        "  --max-message-bytes N    largest WebSocket message (default 4194304)\n"
+        "  --max-connections N      open WebSocket connections (env MAX_CONNECTIONS; default "
+        "10240)\n"
+        "  --max-inflight N         queued requests per connection (default 256)\n"
+        "  --idle-timeout SECS      close connections idle this long (env WEBSOCKET_TIMEOUT; 300)\n"
+        "  --ping-interval SECS     WebSocket ping on quiet connections (default 30; 0 = off)\n"
+        "  --workers N              worker threads (default: number of cores)\n"
+        "  --pool-size N            read connections kept open (default 5)\n"
+        "  --pool-overflow N        extra read connections on demand (default 10)\n"
+        "  --auth-token TOKEN       require 'Authorization: Bearer TOKEN' (env "
+        "PERSONA_MCP_TOKEN);\n"
+        "                           mandatory when --host is not a loopback address\n"
+        "  --allowed-origins LIST   extra allowed Origin values, comma-separated\n"
+        "  --embed-dim N            built-in embedder dimension (env MEMORY_EMBED_DIM; 384)\n"
+        "  --memory-budget-mb N     RAM for loaded collections (env MEMORY_BUDGET_MB; 1024)\n"
+        "  --decay                  start background decay at boot (env MEMORY_DECAY_ENABLED)\n"
+        "  --decay-mode MODE        none|linear|exponential|logarithmic|access_based\n"
+        "                           (env MEMORY_DECAY_MODE; default access_based)\n"
+        "  --decay-interval-hours H hours between decay cycles (default 6; env\n"
+        "                           MEMORY_DECAY_INTERVAL_MINUTES in minutes)\n"
+        "  --prune-target N         memories kept by pruning (env MEMORY_PRUNE_TARGET; 800)\n"
+        "  --prune-threshold N      prune at this many (env PRUNING_THRESHOLD; 900)\n"
+        "  --prune-strategy S       importance_only|importance_access|importance_access_age\n"
+        "  --llm-provider P         none|ollama|openai (env LLM_PROVIDER; default ollama)\n"
+        "  --llm-url URL            backend base URL (env LLM_URL, OLLAMA_HOST or\n"
+        "                           OPENAI_BASE_URL; default http://127.0.0.1:11434)\n"
+        "  --llm-model NAME         model (env DEFAULT_MODEL; default llama3.1:8b)\n"
+        "                           API key for openai: env OPENAI_API_KEY or LLM_API_KEY\n"
+        "  --llm-connect-timeout-ms N  give up connecting after N ms (default 2000)\n"
+        "  --llm-idle-timeout-ms N  end a stream silent for N ms (default 15000)\n"
+        "  --llm-max-tokens N       tokens per reply when the client sets none (512)\n"
+        "  --stdio                  speak MCP on stdin/stdout instead of listening\n"
+        "  --embedder E             builtin|ollama|openai (env MEMORY_EMBEDDER; builtin)\n"
+        "  --embed-url URL          remote embedder base URL (env EMBED_URL; default the LLM URL)\n"
+        "  --embed-model NAME       remote embedding model (env EMBED_MODEL)\n"
+        "  --simulate MINUTES       run the multi-persona chatroom for MINUTES and exit\n"
+        "  --tick-seconds S         simulation tick (default 30)\n"
+        "  --persona ID, --all      reembed: one persona / every memory\n"
+        "  --conformance-fixtures   add the MCP conformance suite's test_* tools,\n"
+        "                           test:// resources and test prompts (testing only)\n"
+        "  --help, --version\n",
+        out);
 }
 
-static int set_num(const char *name, const char *v, long lo, long hi, long *out, char *err, size_t n)
+static int set_num(const char *name, const char *v, long lo, long hi, long *out, char *err,
+                   size_t n)
 {
     if (parse_long(v, lo, hi, out) < 0)
         return fail(err, n, "%s must be an integer between %ld and %ld, got '%s'", name, lo, hi, v);
@@ -218,9 +265,12 @@ static int apply_memory(mem_config *m, int key, const char *v, char *err, size_t
         if (set_num("memory-budget-mb", v, 1, 1L << 20, &x, err, n)) return -1;
         m->budget_bytes = (size_t)x << 20;
         return 0;
-    case OPT_DECAY: return v ? set_bool("decay", v, &m->decay_autostart, err, n) : (m->decay_autostart = true, 0);
+    case OPT_DECAY:
+        return v ? set_bool("decay", v, &m->decay_autostart, err, n)
+                 : (m->decay_autostart = true, 0);
     case OPT_DECAY_MODE:
-        if (decay_mode_parse(v, &m->decay.mode) < 0) return fail(err, n, "unknown decay mode '%s'", v);
+        if (decay_mode_parse(v, &m->decay.mode) < 0)
+            return fail(err, n, "unknown decay mode '%s'", v);
         return 0;
     case OPT_DECAY_HOURS:
         if (set_real("decay-interval-hours", v, 0.001, 8760, &d, err, n)) return -1;
@@ -230,7 +280,8 @@ static int apply_memory(mem_config *m, int key, const char *v, char *err, size_t
         if (set_real("decay interval minutes", v, 0.06, 525600, &d, err, n)) return -1;
         m->decay.interval_hours = d / 60.0;
         return 0;
-    case OPT_DECAY_FLOOR: return set_real("decay floor", v, 0, 1, &m->decay.floor, err, n);
+    case OPT_DECAY_FLOOR:
+        return set_real("decay floor", v, 0, 1, &m->decay.floor, err, n);
     case OPT_PRUNE_TARGET:
         if (set_num("prune-target", v, 0, 100000000, &x, err, n)) return -1;
         m->prune.target = (int)x;
@@ -243,15 +294,18 @@ static int apply_memory(mem_config *m, int key, const char *v, char *err, size_t
         if (prune_strategy_parse(v, &m->prune.strategy) < 0)
             return fail(err, n, "unknown prune strategy '%s'", v);
         return 0;
-    case OPT_AUTO_PRUNE: return set_bool("auto pruning", v, &m->decay.auto_pruning, err, n);
+    case OPT_AUTO_PRUNE:
+        return set_bool("auto pruning", v, &m->decay.auto_pruning, err, n);
     case OPT_AUTO_PRUNE_AT:
         if (set_num("auto prune threshold", v, 1, 100000000, &x, err, n)) return -1;
         m->decay.auto_prune_threshold = (int)x;
         return 0;
     case OPT_AUTO_PRUNE_IMP:
         return set_real("auto prune importance", v, 0, 1, &m->decay.auto_prune_importance, err, n);
-    case OPT_IMP_MIN: return set_real("importance min", v, 0, 1, &m->weights.min, err, n);
-    case OPT_IMP_MAX: return set_real("importance max", v, 0, 1, &m->weights.max, err, n);
+    case OPT_IMP_MIN:
+        return set_real("importance min", v, 0, 1, &m->weights.min, err, n);
+    case OPT_IMP_MAX:
+        return set_real("importance max", v, 0, 1, &m->weights.max, err, n);
     }
     return fail(err, n, "unknown option");
 }
@@ -269,8 +323,12 @@ static int apply_llm(llm_config *l, int key, const char *v, char *err, size_t n)
             return fail(err, n, "LLM URL must start with http:// or https://, got '%s'", v);
         copy(l->url, sizeof l->url, v);
         return 0;
-    case OPT_LLM_MODEL: copy(l->model, sizeof l->model, v); return 0;
-    case OPT_LLM_KEY: copy(l->api_key, sizeof l->api_key, v); return 0;
+    case OPT_LLM_MODEL:
+        copy(l->model, sizeof l->model, v);
+        return 0;
+    case OPT_LLM_KEY:
+        copy(l->api_key, sizeof l->api_key, v);
+        return 0;
     case OPT_LLM_CONNECT:
         if (set_num("llm-connect-timeout-ms", v, 10, 600000, &x, err, n)) return -1;
         l->connect_timeout_ms = (int)x;
@@ -296,10 +354,18 @@ static int apply_command(app_config *c, int key, const char *v, char *err, size_
             return fail(err, n, "unknown embedder '%s' (builtin, ollama, openai)", v);
         copy(c->embedder, sizeof c->embedder, v);
         return 0;
-    case OPT_EMBED_URL: copy(c->embed_url, sizeof c->embed_url, v); return 0;
-    case OPT_EMBED_MODEL: copy(c->embed_model, sizeof c->embed_model, v); return 0;
-    case OPT_PERSONA: copy(c->reembed_persona, sizeof c->reembed_persona, v); return 0;
-    case OPT_ALL: c->reembed_all = true; return 0;
+    case OPT_EMBED_URL:
+        copy(c->embed_url, sizeof c->embed_url, v);
+        return 0;
+    case OPT_EMBED_MODEL:
+        copy(c->embed_model, sizeof c->embed_model, v);
+        return 0;
+    case OPT_PERSONA:
+        copy(c->reembed_persona, sizeof c->reembed_persona, v);
+        return 0;
+    case OPT_ALL:
+        c->reembed_all = true;
+        return 0;
     case OPT_SIMULATE:
         if (set_real("simulate", v, 0.001, 100000, &d, err, n)) return -1;
         c->simulate_minutes = d;
@@ -321,14 +387,22 @@ static int apply(app_config *c, int key, const char *v, char *err, size_t n)
     if (key >= OPT_LLM_PROVIDER) return apply_llm(&c->llm, key, v, err, n);
     if (key >= OPT_EMBED_DIM) return apply_memory(&c->mem, key, v, err, n);
     switch (key) {
-    case OPT_HOST: copy(c->host, sizeof c->host, v); return 0;
+    case OPT_HOST:
+        copy(c->host, sizeof c->host, v);
+        return 0;
     case OPT_PORT:
         if (set_num("port", v, 0, 65535, &x, err, n)) return -1;
         c->port = (int)x;
         return 0;
-    case OPT_PORT_FILE: copy(c->port_file, sizeof c->port_file, v); return 0;
-    case OPT_DATA_DIR: copy(c->data_dir, sizeof c->data_dir, v); return 0;
-    case OPT_DB: copy(c->db_path, sizeof c->db_path, v); return 0;
+    case OPT_PORT_FILE:
+        copy(c->port_file, sizeof c->port_file, v);
+        return 0;
+    case OPT_DATA_DIR:
+        copy(c->data_dir, sizeof c->data_dir, v);
+        return 0;
+    case OPT_DB:
+        copy(c->db_path, sizeof c->db_path, v);
+        return 0;
     case OPT_LOG:
         if (log_parse_level(v, &c->log_level) < 0) return fail(err, n, "unknown log level '%s'", v);
         return 0;
@@ -364,10 +438,18 @@ static int apply(app_config *c, int key, const char *v, char *err, size_t n)
         if (set_num("pool-overflow", v, 0, 256, &x, err, n)) return -1;
         c->pool_overflow = (int)x;
         return 0;
-    case OPT_TOKEN: copy(c->auth_token, sizeof c->auth_token, v); return 0;
-    case OPT_ORIGINS: copy(c->allowed_origins, sizeof c->allowed_origins, v); return 0;
-    case OPT_HELP: c->show_help = true; return 0;
-    case OPT_VERSION: c->show_version = true; return 0;
+    case OPT_TOKEN:
+        copy(c->auth_token, sizeof c->auth_token, v);
+        return 0;
+    case OPT_ORIGINS:
+        copy(c->allowed_origins, sizeof c->allowed_origins, v);
+        return 0;
+    case OPT_HELP:
+        c->show_help = true;
+        return 0;
+    case OPT_VERSION:
+        c->show_version = true;
+        return 0;
     }
     return fail(err, n, "unknown option");
 }
@@ -376,24 +458,39 @@ static const struct {
     const char *env;
     int key;
 } g_env[] = {
-    {"SERVER_HOST", OPT_HOST},         {"SERVER_PORT", OPT_PORT},
-    {"PERSONA_MCP_DATA_DIR", OPT_DATA_DIR}, {"DATABASE_PATH", OPT_DB},
-    {"LOG_LEVEL", OPT_LOG},            {"MAX_CONNECTIONS", OPT_MAXCONN},
-    {"WEBSOCKET_TIMEOUT", OPT_IDLE},   {"PERSONA_MCP_TOKEN", OPT_TOKEN},
-    {"MEMORY_EMBED_DIM", OPT_EMBED_DIM}, {"MEMORY_BUDGET_MB", OPT_MEM_BUDGET},
-    {"MEMORY_DECAY_ENABLED", OPT_DECAY}, {"MEMORY_DECAY_MODE", OPT_DECAY_MODE},
+    {"SERVER_HOST", OPT_HOST},
+    {"SERVER_PORT", OPT_PORT},
+    {"PERSONA_MCP_DATA_DIR", OPT_DATA_DIR},
+    {"DATABASE_PATH", OPT_DB},
+    {"LOG_LEVEL", OPT_LOG},
+    {"MAX_CONNECTIONS", OPT_MAXCONN},
+    {"WEBSOCKET_TIMEOUT", OPT_IDLE},
+    {"PERSONA_MCP_TOKEN", OPT_TOKEN},
+    {"MEMORY_EMBED_DIM", OPT_EMBED_DIM},
+    {"MEMORY_BUDGET_MB", OPT_MEM_BUDGET},
+    {"MEMORY_DECAY_ENABLED", OPT_DECAY},
+    {"MEMORY_DECAY_MODE", OPT_DECAY_MODE},
     {"MEMORY_DECAY_INTERVAL_MINUTES", OPT_DECAY_MINUTES},
-    {"MEMORY_DECAY_MIN_IMPORTANCE", OPT_DECAY_FLOOR}, {"MEMORY_PRUNE_TARGET", OPT_PRUNE_TARGET},
-    {"PRUNING_THRESHOLD", OPT_PRUNE_THRESHOLD}, {"MEMORY_PRUNE_STRATEGY", OPT_PRUNE_STRATEGY},
+    {"MEMORY_DECAY_MIN_IMPORTANCE", OPT_DECAY_FLOOR},
+    {"MEMORY_PRUNE_TARGET", OPT_PRUNE_TARGET},
+    {"PRUNING_THRESHOLD", OPT_PRUNE_THRESHOLD},
+    {"MEMORY_PRUNE_STRATEGY", OPT_PRUNE_STRATEGY},
     {"MEMORY_ENABLE_AUTO_PRUNING", OPT_AUTO_PRUNE},
     {"MEMORY_AUTO_PRUNE_THRESHOLD", OPT_AUTO_PRUNE_AT},
     {"MEMORY_AUTO_PRUNE_IMPORTANCE_THRESHOLD", OPT_AUTO_PRUNE_IMP},
-    {"MEMORY_IMPORTANCE_MIN", OPT_IMP_MIN}, {"MEMORY_IMPORTANCE_MAX", OPT_IMP_MAX},
-    {"MEMORY_EMBEDDER", OPT_EMBEDDER}, {"EMBED_URL", OPT_EMBED_URL},
-    {"EMBED_MODEL", OPT_EMBED_MODEL}, {"TICK_INTERVAL_SECONDS", OPT_TICK},
-    {"LLM_PROVIDER", OPT_LLM_PROVIDER}, {"OLLAMA_HOST", OPT_LLM_URL},
-    {"OPENAI_BASE_URL", OPT_LLM_URL}, {"LLM_URL", OPT_LLM_URL},
-    {"DEFAULT_MODEL", OPT_LLM_MODEL}, {"OPENAI_API_KEY", OPT_LLM_KEY}, {"LLM_API_KEY", OPT_LLM_KEY},
+    {"MEMORY_IMPORTANCE_MIN", OPT_IMP_MIN},
+    {"MEMORY_IMPORTANCE_MAX", OPT_IMP_MAX},
+    {"MEMORY_EMBEDDER", OPT_EMBEDDER},
+    {"EMBED_URL", OPT_EMBED_URL},
+    {"EMBED_MODEL", OPT_EMBED_MODEL},
+    {"TICK_INTERVAL_SECONDS", OPT_TICK},
+    {"LLM_PROVIDER", OPT_LLM_PROVIDER},
+    {"OLLAMA_HOST", OPT_LLM_URL},
+    {"OPENAI_BASE_URL", OPT_LLM_URL},
+    {"LLM_URL", OPT_LLM_URL},
+    {"DEFAULT_MODEL", OPT_LLM_MODEL},
+    {"OPENAI_API_KEY", OPT_LLM_KEY},
+    {"LLM_API_KEY", OPT_LLM_KEY},
 };
 
 static int load_env(app_config *c, char *err, size_t n)

@@ -29,7 +29,7 @@
 #include "store/store.h"
 
 #define HISTORY_MESSAGES 20 /* recent messages (10 exchanges) in the prompt */
-#define MEMORY_K 5
+#define MEMORY_K         5
 
 struct chat {
     atomic_int refs; /* the life cycle + chat_begin until llm_chat returned */
@@ -234,8 +234,8 @@ static bool build_system(chat *c, jw *w, jarena *ar)
     jw_puts(w, line);
     persona_reg_unlock(r);
     append_memories(c->a, w, c->persona_id, c->message, ar);
-    snprintf(line, sizeof line,
-             "\n\nStay in character as %s and answer the user's last message.", c->persona_name);
+    snprintf(line, sizeof line, "\n\nStay in character as %s and answer the user's last message.",
+             c->persona_name);
     jw_puts(w, line);
     jw_append(w, "", 1);
     return true;
@@ -360,9 +360,14 @@ static int store_exchange(chat *c)
     size_t len = strlen(c->message) + jw_size(&c->text) + 64;
     char *content = jarena_alloc(&ar, len);
     snprintf(content, len, "User said: %s. I responded: %s", c->message, jw_data(&c->text));
-    mem_item it = {.persona_id = c->persona_id, .content = content, .memory_type = "conversation",
-                   .auto_importance = true, .user_chat = true, .visibility = "private",
-                   .related_json = "[]", .metadata_json = "{\"source\":\"chat\"}"};
+    mem_item it = {.persona_id = c->persona_id,
+                   .content = content,
+                   .memory_type = "conversation",
+                   .auto_importance = true,
+                   .user_chat = true,
+                   .visibility = "private",
+                   .related_json = "[]",
+                   .metadata_json = "{\"source\":\"chat\"}"};
     it.speaker = persona_interest(c->a->personas, c->persona_id, &ar);
     mem_added added;
     mem_err e;
@@ -411,8 +416,11 @@ static void chat_unref(chat *c)
 static void finish(void *arg)
 {
     chat *c = arg;
-    chat_result r = {.status = c->status, .persona_id = c->persona_id,
-                     .persona_name = c->persona_name, .detail = c->detail, .memory_id = ""};
+    chat_result r = {.status = c->status,
+                     .persona_id = c->persona_id,
+                     .persona_name = c->persona_name,
+                     .detail = c->detail,
+                     .memory_id = ""};
     bool unreachable = c->status == LLM_UNREACHABLE || c->status == LLM_NOT_CONFIGURED;
     if (unreachable && c->chunks == 0) {
         r.fallback = true;
@@ -523,28 +531,27 @@ void chat_write_metrics(jw *w)
     pthread_mutex_lock(&G.mu);
     int active = G.active;
     pthread_mutex_unlock(&G.mu);
-    int n = snprintf(buf, sizeof buf,
-                     "# HELP pmcp_chat_active_streams Chats waiting for or receiving tokens\n"
-                     "# TYPE pmcp_chat_active_streams gauge\npmcp_chat_active_streams %d\n"
-                     "# HELP pmcp_chat_total Chats started\n# TYPE pmcp_chat_total counter\n"
-                     "pmcp_chat_total %llu\n"
-                     "# HELP pmcp_chat_tokens_total Tokens relayed to clients\n"
-                     "# TYPE pmcp_chat_tokens_total counter\npmcp_chat_tokens_total %llu\n"
-                     "# HELP pmcp_chat_stream_seconds_total Time from first to last token\n"
-                     "# TYPE pmcp_chat_stream_seconds_total counter\n"
-                     "pmcp_chat_stream_seconds_total %.6f\n"
-                     "# HELP pmcp_chat_errors_total Chats that ended in a backend error\n"
-                     "# TYPE pmcp_chat_errors_total counter\npmcp_chat_errors_total %llu\n"
-                     "# HELP pmcp_chat_fallbacks_total Chats answered by the fallback reply\n"
-                     "# TYPE pmcp_chat_fallbacks_total counter\npmcp_chat_fallbacks_total %llu\n"
-                     "# HELP pmcp_chat_cancelled_total Chats cancelled\n"
-                     "# TYPE pmcp_chat_cancelled_total counter\npmcp_chat_cancelled_total %llu\n",
-                     active, (unsigned long long)atomic_load(&G.streams),
-                     (unsigned long long)atomic_load(&G.tokens),
-                     (double)atomic_load(&G.stream_ns) / 1e9,
-                     (unsigned long long)atomic_load(&G.errors),
-                     (unsigned long long)atomic_load(&G.fallbacks),
-                     (unsigned long long)atomic_load(&G.cancels));
+    int n = snprintf(
+        buf, sizeof buf,
+        "# HELP pmcp_chat_active_streams Chats waiting for or receiving tokens\n"
+        "# TYPE pmcp_chat_active_streams gauge\npmcp_chat_active_streams %d\n"
+        "# HELP pmcp_chat_total Chats started\n# TYPE pmcp_chat_total counter\n"
+        "pmcp_chat_total %llu\n"
+        "# HELP pmcp_chat_tokens_total Tokens relayed to clients\n"
+        "# TYPE pmcp_chat_tokens_total counter\npmcp_chat_tokens_total %llu\n"
+        "# HELP pmcp_chat_stream_seconds_total Time from first to last token\n"
+        "# TYPE pmcp_chat_stream_seconds_total counter\n"
+        "pmcp_chat_stream_seconds_total %.6f\n"
+        "# HELP pmcp_chat_errors_total Chats that ended in a backend error\n"
+        "# TYPE pmcp_chat_errors_total counter\npmcp_chat_errors_total %llu\n"
+        "# HELP pmcp_chat_fallbacks_total Chats answered by the fallback reply\n"
+        "# TYPE pmcp_chat_fallbacks_total counter\npmcp_chat_fallbacks_total %llu\n"
+        "# HELP pmcp_chat_cancelled_total Chats cancelled\n"
+        "# TYPE pmcp_chat_cancelled_total counter\npmcp_chat_cancelled_total %llu\n",
+        active, (unsigned long long)atomic_load(&G.streams),
+        (unsigned long long)atomic_load(&G.tokens), (double)atomic_load(&G.stream_ns) / 1e9,
+        (unsigned long long)atomic_load(&G.errors), (unsigned long long)atomic_load(&G.fallbacks),
+        (unsigned long long)atomic_load(&G.cancels));
     jw_append(w, buf, (size_t)n);
     jw_puts(w, "# HELP pmcp_chat_ttft_seconds Request received to first token relayed\n"
                "# TYPE pmcp_chat_ttft_seconds histogram\n");

@@ -38,8 +38,8 @@ typedef struct chat_result {
     size_t len;
     int chunks, tokens_used;
     double seconds;
-    const char *detail;     /* why it failed, for errors */
-    const char *memory_id;  /* the stored memory, "" if none */
+    const char *detail;    /* why it failed, for errors */
+    const char *memory_id; /* the stored memory, "" if none */
     const char *persona_id, *persona_name;
 } chat_result;
 
@@ -50,7 +50,7 @@ typedef struct chat_events {
 
 typedef struct chat_req {
     const char *persona_id;
-    rpc_session *sess;      /* whose recent turns to use and extend; may be NULL */
+    rpc_session *sess; /* whose recent turns to use and extend; may be NULL */
     const char *message;
     int max_tokens;         /* token budget; <= 0: the backend default */
     const char *stream_id;  /* for persona.chat_cancel */

@@ -21,7 +21,7 @@
 
 /* Bytes of readable slack json_parse() wants after the input; callers that
  * own the buffer allocate len + JSON_PADDING to avoid a copy. */
-#define JSON_PADDING 64
+#define JSON_PADDING           64
 #define JSON_DEFAULT_MAX_DEPTH 64
 
 /* ---- arena --------------------------------------------------------------- */

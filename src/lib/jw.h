@@ -30,7 +30,7 @@ typedef struct jw {
 
 void jw_init(jw *w, size_t headroom, size_t initial_cap);
 void jw_free(jw *w);
-void jw_reset(jw *w); /* empty again, keeps the allocation */
+void jw_reset(jw *w);    /* empty again, keeps the allocation */
 char *jw_release(jw *w); /* returns buf (caller frees); w is empty afterwards */
 
 static inline const char *jw_data(const jw *w)
@@ -48,9 +48,9 @@ void jw_obj_begin(jw *w);
 void jw_obj_end(jw *w);
 void jw_arr_begin(jw *w);
 void jw_arr_end(jw *w);
-void jw_key(jw *w, const char *key); /* key must be a literal-safe ASCII name */
+void jw_key(jw *w, const char *key);            /* key must be a literal-safe ASCII name */
 void jw_keyn(jw *w, const char *key, size_t n); /* escaped */
-void jw_str(jw *w, const char *s);  /* NULL writes null */
+void jw_str(jw *w, const char *s);              /* NULL writes null */
 void jw_strn(jw *w, const char *s, size_t n);
 void jw_int(jw *w, int64_t v);
 void jw_double(jw *w, double v);

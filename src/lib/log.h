@@ -18,8 +18,8 @@ void log_write(log_level lv, const char *msg, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 #define log_debug(msg, ...) log_write(LOG_DEBUG, msg, __VA_ARGS__)
-#define log_info(msg, ...) log_write(LOG_INFO, msg, __VA_ARGS__)
-#define log_warn(msg, ...) log_write(LOG_WARN, msg, __VA_ARGS__)
+#define log_info(msg, ...)  log_write(LOG_INFO, msg, __VA_ARGS__)
+#define log_warn(msg, ...)  log_write(LOG_WARN, msg, __VA_ARGS__)
 #define log_error(msg, ...) log_write(LOG_ERROR, msg, __VA_ARGS__)
 
 #endif

@@ -10,7 +10,7 @@
 #include <time.h>
 
 static const uint64_t g_bounds_ns[METRICS_LAT_BUCKETS - 1] = {
-    10000,    50000,     100000,    250000,     500000,     1000000,   2500000,
+    10000,   50000,    100000,   250000,    500000,     1000000,       2500000,
     5000000, 10000000, 50000000, 100000000, 1000000000, 10000000000ULL};
 static const char *const g_bounds_txt[METRICS_LAT_BUCKETS] = {
     "1e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025",
@@ -33,7 +33,8 @@ static const struct {
     {"pmcp_ws_messages_sent_total", "WebSocket messages sent"},
     {"pmcp_ws_sent_bytes_total", "WebSocket payload bytes sent"},
     {"pmcp_parse_errors_total", "Messages that were not valid JSON"},
-    {"pmcp_inflight_rejected_total", "Requests refused because a connection had too many in flight"},
+    {"pmcp_inflight_rejected_total",
+     "Requests refused because a connection had too many in flight"},
     {"pmcp_oversize_closed_total", "Connections closed for a message over the size limit"},
     {"pmcp_connections_refused_total", "WebSocket upgrades refused (limit, origin, host, auth)"},
     {"pmcp_http_requests_total", "Plain HTTP requests served"},
@@ -88,7 +89,8 @@ void metrics_register_method(int idx, const char *name)
 
 void metrics_request(int idx, bool ok, uint64_t ns)
 {
-    method_metrics *m = &g_methods[(idx >= 0 && idx < METRICS_MAX_METHODS) ? idx : METRICS_MAX_METHODS];
+    method_metrics *m =
+        &g_methods[(idx >= 0 && idx < METRICS_MAX_METHODS) ? idx : METRICS_MAX_METHODS];
     atomic_fetch_add_explicit(ok ? &m->ok : &m->err, 1, memory_order_relaxed);
     metrics_hist_observe(&m->lat, ns);
 }

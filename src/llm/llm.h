@@ -27,14 +27,14 @@ typedef enum { LLM_NONE, LLM_OLLAMA, LLM_OPENAI } llm_provider;
 
 typedef struct llm_config {
     llm_provider provider;
-    char url[512];           /* base URL, e.g. http://127.0.0.1:11434 */
+    char url[512]; /* base URL, e.g. http://127.0.0.1:11434 */
     char model[128];
-    char api_key[256];       /* OpenAI-compatible: bearer token (from the environment) */
-    int connect_timeout_ms;  /* default 2000 */
-    int idle_timeout_ms;     /* no byte for this long ends a stream; default 15000 */
-    int total_timeout_ms;    /* whole request; default 300000 */
-    int max_tokens;          /* default per request when the client gives none; 512 */
-    double temperature;      /* 0.7 */
+    char api_key[256];      /* OpenAI-compatible: bearer token (from the environment) */
+    int connect_timeout_ms; /* default 2000 */
+    int idle_timeout_ms;    /* no byte for this long ends a stream; default 15000 */
+    int total_timeout_ms;   /* whole request; default 300000 */
+    int max_tokens;         /* default per request when the client gives none; 512 */
+    double temperature;     /* 0.7 */
 } llm_config;
 
 void llm_config_default(llm_config *c);
@@ -77,8 +77,8 @@ typedef struct llm_stream llm_stream;
 
 /* Start a streamed chat. Never NULL: a failure to start is reported
  * through on_done (possibly before llm_chat returns, on this thread). */
-llm_stream *llm_chat(llm *l, const llm_msg *msgs, size_t n, int max_tokens,
-                     const llm_callbacks *cb, void *ctx);
+llm_stream *llm_chat(llm *l, const llm_msg *msgs, size_t n, int max_tokens, const llm_callbacks *cb,
+                     void *ctx);
 void llm_cancel(llm_stream *s);
 void llm_stream_unref(llm_stream *s);
 

@@ -19,7 +19,7 @@
 #include "lib/log.h"
 #include "llm/llm_internal.h"
 
-#define ERRBODY_MAX 2048
+#define ERRBODY_MAX    2048
 #define LINE_MAX_BYTES (1 << 20)
 
 struct up_req {
@@ -35,7 +35,7 @@ struct up_req {
     char errbody[ERRBODY_MAX];
     size_t errlen;
     bool ended;
-    struct up_req *next_add, *next_cancel; /* queues */
+    struct up_req *next_add, *next_cancel;    /* queues */
     struct up_req *prev_active, *next_active; /* upstream thread's list */
     struct up_thread *thread;
 };

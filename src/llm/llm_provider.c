@@ -239,7 +239,8 @@ static llm_status classify(llm_stream *s, int curl_code, long http, const char *
 {
     if (s->failure != LLM_OK) return s->failure;
     if (atomic_load(&s->user_cancelled)) return LLM_CANCELLED;
-    if (http == 0 || curl_code == CURLE_COULDNT_CONNECT || curl_code == CURLE_COULDNT_RESOLVE_HOST) {
+    if (http == 0 || curl_code == CURLE_COULDNT_CONNECT ||
+        curl_code == CURLE_COULDNT_RESOLVE_HOST) {
         snprintf(s->detail, sizeof s->detail, "LLM backend unreachable: %s",
                  curl_easy_strerror((CURLcode)curl_code));
         return LLM_UNREACHABLE;
@@ -266,16 +267,20 @@ static void on_end(void *ctx, int curl_code, long http, const char *body)
     llm_stream *s = ctx;
     llm_status st = classify(s, curl_code, http, body);
     atomic_fetch_sub(&s->l->active, 1);
-    if (st == LLM_CANCELLED) atomic_fetch_add(&s->l->cancelled, 1);
-    else if (st != LLM_OK) atomic_fetch_add(&s->l->errors, 1);
-    if (st == LLM_UNREACHABLE) atomic_store(&s->l->available, 0);
-    else if (http >= 200 && http < 300) atomic_store(&s->l->available, 1);
+    if (st == LLM_CANCELLED)
+        atomic_fetch_add(&s->l->cancelled, 1);
+    else if (st != LLM_OK)
+        atomic_fetch_add(&s->l->errors, 1);
+    if (st == LLM_UNREACHABLE)
+        atomic_store(&s->l->available, 0);
+    else if (http >= 200 && http < 300)
+        atomic_store(&s->l->available, 1);
     s->cb.on_done(s->ctx, st, s->detail, s->tokens);
     llm_stream_unref(s); /* the request's reference */
 }
 
-llm_stream *llm_chat(llm *l, const llm_msg *msgs, size_t n, int max_tokens,
-                     const llm_callbacks *cb, void *ctx)
+llm_stream *llm_chat(llm *l, const llm_msg *msgs, size_t n, int max_tokens, const llm_callbacks *cb,
+                     void *ctx)
 {
     llm_stream *s = calloc(1, sizeof *s);
     if (!s) abort();
@@ -297,7 +302,11 @@ llm_stream *llm_chat(llm *l, const llm_msg *msgs, size_t n, int max_tokens,
     endpoint(l, l->cfg.provider == LLM_OLLAMA ? "/api/chat" : "/v1/chat/completions", url,
              sizeof url);
     char *body = chat_body(l, msgs, n, max_tokens > 0 ? max_tokens : l->cfg.max_tokens);
-    up_opts o = {url, body, l->cfg.api_key, l->cfg.connect_timeout_ms, l->cfg.idle_timeout_ms,
+    up_opts o = {url,
+                 body,
+                 l->cfg.api_key,
+                 l->cfg.connect_timeout_ms,
+                 l->cfg.idle_timeout_ms,
                  l->cfg.total_timeout_ms};
     up_callbacks ucb = {on_line, on_end};
     s->req = up_start(l, &o, &ucb, s);
@@ -437,8 +446,8 @@ static const jv *embed_vector(llm_provider p, const jv *o, size_t i)
     return d && d->type == JV_ARRAY && i < d->len ? jv_get(&d->u.items[i], "embedding") : NULL;
 }
 
-static int embed_parse(llm_provider p, const char *body, size_t n, float *out, size_t cap,
-                       int *dim, char *err, size_t errlen)
+static int embed_parse(llm_provider p, const char *body, size_t n, float *out, size_t cap, int *dim,
+                       char *err, size_t errlen)
 {
     jarena a;
     jarena_init(&a);

@@ -257,7 +257,8 @@ static int m_initialize(rpc_call *c)
         m->cap_elicitation = jv_get(caps, "elicitation") != NULL;
     }
     pthread_mutex_unlock(&m->mu);
-    if (again) return rpc_fail(c, RPC_INVALID_REQUEST, "Invalid Request: session already initialized");
+    if (again)
+        return rpc_fail(c, RPC_INVALID_REQUEST, "Invalid Request: session already initialized");
     jw *w = c->out;
     jw_obj_begin(w);
     jw_kstr(w, "protocolVersion", m->version);
@@ -320,8 +321,9 @@ static int m_cancelled(rpc_call *c)
     jw_append(&t, "", 1);
     int n = chat_cancel_matching(c->sess->id, NULL, jw_data(&t));
     jw_free(&t);
-    if (n) log_info("mcp request cancelled by the client", "session=%llu",
-                    (unsigned long long)c->sess->id);
+    if (n)
+        log_info("mcp request cancelled by the client", "session=%llu",
+                 (unsigned long long)c->sess->id);
     return 0;
 }
 
@@ -407,7 +409,8 @@ static void on_change(app *a, int what, const char *persona_id)
     pthread_mutex_lock(&L.mu);
     for (mcp_sess *m = L.live; m; m = m->next_live) {
         if (!m->ready) continue;
-        if (what == APP_CHANGED_PERSONAS) mcp_notify(m, NULL, "notifications/resources/list_changed", NULL);
+        if (what == APP_CHANGED_PERSONAS)
+            mcp_notify(m, NULL, "notifications/resources/list_changed", NULL);
         pthread_mutex_lock(&m->mu);
         bool sub = persona_id && subscribed(m, uri);
         pthread_mutex_unlock(&m->mu);

@@ -28,15 +28,16 @@ typedef struct mcp_tool {
     bool read_only;
 } mcp_tool;
 
-#define PID "\"persona_id\":{\"type\":\"string\",\"description\":\"Persona id\"}"
+#define PID             "\"persona_id\":{\"type\":\"string\",\"description\":\"Persona id\"}"
 #define OBJ(props, req) "{\"type\":\"object\",\"properties\":{" props "}" req "}"
-#define REQ(...) ",\"required\":[" __VA_ARGS__ "]"
+#define REQ(...)        ",\"required\":[" __VA_ARGS__ "]"
 
 static const mcp_tool g_tools[] = {
-    {"persona_list", "List personas", "All personas with availability and energy.",
-     "persona.list", OBJ("", ""), true},
-    {"persona_get", "Get a persona", "A persona's profile, interaction state and memory statistics.",
-     "persona.status", OBJ(PID, REQ("\"persona_id\"")), true},
+    {"persona_list", "List personas", "All personas with availability and energy.", "persona.list",
+     OBJ("", ""), true},
+    {"persona_get", "Get a persona",
+     "A persona's profile, interaction state and memory statistics.", "persona.status",
+     OBJ(PID, REQ("\"persona_id\"")), true},
     {"persona_create", "Create a persona", "Create a persona; returns its id.", "persona.create",
      OBJ("\"name\":{\"type\":\"string\"},\"description\":{\"type\":\"string\"},"
          "\"personality_traits\":{\"type\":\"object\"},\"topic_preferences\":{\"type\":\"object\","
@@ -69,8 +70,8 @@ static const mcp_tool g_tools[] = {
              "\"string\"},\"visibility\":{\"type\":\"string\"},\"hybrid\":{\"type\":\"boolean\"}",
          REQ("\"persona_id\",\"query\"")),
      true},
-    {"memory_update", "Update a memory", "Change a memory's content, importance, type or visibility.",
-     "memory.update",
+    {"memory_update", "Update a memory",
+     "Change a memory's content, importance, type or visibility.", "memory.update",
      OBJ("\"memory_id\":{\"type\":\"string\"},\"content\":{\"type\":\"string\"},\"importance\":{"
          "\"type\":\"number\"},\"memory_type\":{\"type\":\"string\"},\"visibility\":{\"type\":"
          "\"string\"},\"metadata\":{\"type\":\"object\"}",
@@ -78,8 +79,9 @@ static const mcp_tool g_tools[] = {
      false},
     {"memory_delete", "Delete a memory", "Delete one memory by id.", "memory.delete",
      OBJ("\"memory_id\":{\"type\":\"string\"}", REQ("\"memory_id\"")), false},
-    {"memory_stats", "Memory statistics", "Counts, average importance and types of a persona's memories.",
-     "memory.stats", OBJ(PID, REQ("\"persona_id\"")), true},
+    {"memory_stats", "Memory statistics",
+     "Counts, average importance and types of a persona's memories.", "memory.stats",
+     OBJ(PID, REQ("\"persona_id\"")), true},
     {"memory_prune", "Prune memories",
      "Remove a persona's least valuable memories beyond its target; dry_run only reports.",
      "memory.prune",
@@ -108,8 +110,8 @@ static const mcp_tool g_tools[] = {
      false},
     {"emotional_state_get", "Get emotional state", "A persona's mood, energy, stress, curiosity.",
      "emotional.get_state", OBJ(PID, REQ("\"persona_id\"")), true},
-    {"emotional_state_update", "Update emotional state", "Set parts of a persona's emotional state.",
-     "emotional.update_state",
+    {"emotional_state_update", "Update emotional state",
+     "Set parts of a persona's emotional state.", "emotional.update_state",
      OBJ(PID ",\"mood\":{\"type\":\"number\"},\"energy_level\":{\"type\":\"number\"},"
              "\"stress_level\":{\"type\":\"number\"},\"curiosity\":{\"type\":\"number\"},"
              "\"social_battery\":{\"type\":\"number\"}",
@@ -167,8 +169,14 @@ static int run_method(rpc_call *c, const mcp_tool *t, const jv *args)
     const rpc_method *m = rpc_lookup(t->method, NULL);
     jw out;
     jw_init(&out, 0, 1024);
-    rpc_call sub = {.app = c->app, .sess = c->sess, .method = t->method, .params = args,
-                    .out = &out, .arena = c->arena, .method_index = -1, .t0 = c->t0};
+    rpc_call sub = {.app = c->app,
+                    .sess = c->sess,
+                    .method = t->method,
+                    .params = args,
+                    .out = &out,
+                    .arena = c->arena,
+                    .method_index = -1,
+                    .t0 = c->t0};
     int rc = m->fn(&sub);
     jw *w = c->out;
     if (rc != 0) {
@@ -370,8 +378,13 @@ static int chat_call(rpc_call *c, const jv *args, const jv *meta)
     if (p) memcpy(id, p->id, sizeof id);
     persona_reg_unlock(c->app->personas);
     if (id[0]) pid = id;
-    chat_req req = {.persona_id = pid, .sess = NULL, .message = msg, .max_tokens = (int)budget,
-                    .stream_id = sid, .request_id = rpc_deferred_id(t->d), .t0 = c->t0};
+    chat_req req = {.persona_id = pid,
+                    .sess = NULL,
+                    .message = msg,
+                    .max_tokens = (int)budget,
+                    .stream_id = sid,
+                    .request_id = rpc_deferred_id(t->d),
+                    .t0 = c->t0};
     chat_events ev = {chat_tool_token, chat_tool_end};
     int code;
     char err[256];

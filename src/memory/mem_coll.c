@@ -239,8 +239,8 @@ static int coll_load(mem_store *m, mem_coll *c, mem_err *e)
     store_pool_put(m->st, sc);
     if (rc != SQLITE_OK) {
         coll_unload(m, c);
-        return mem_fail(e, -32002, "loading memories of %s failed (SQLite error %d)",
-                        c->persona_id, rc);
+        return mem_fail(e, -32002, "loading memories of %s failed (SQLite error %d)", c->persona_id,
+                        rc);
     }
     c->loaded = true;
     uint64_t ns = metrics_now_ns() - t0;

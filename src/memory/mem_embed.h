@@ -18,7 +18,7 @@
 #include <stddef.h>
 
 #define MEM_DEFAULT_DIM 384
-#define MEM_MAX_DIM 8192
+#define MEM_MAX_DIM     8192
 
 /* Embed len bytes of UTF-8 text into out[dim] (L2 norm 1, or all zeros for
  * text with no features). Thread-safe, no allocation. */

@@ -11,7 +11,7 @@
 #include "store/store.h"
 
 #define MEM_MAP_BUCKETS 1024
-#define MEM_MODEL_LEN 64
+#define MEM_MODEL_LEN   64
 #define MEM_PERSONA_MAX 200 /* bytes of a persona_id */
 
 /* One persona's vectors in RAM, rows in seq order (seq = SQLite rowid,
@@ -28,8 +28,8 @@ typedef struct mem_coll {
     int64_t *seq;
     float *importance;
     uint16_t *type_id;
-    uint8_t *vis;     /* 0 private, 1 shared, 2 public */
-    double *created;  /* epoch seconds */
+    uint8_t *vis;    /* 0 private, 1 shared, 2 public */
+    double *created; /* epoch seconds */
     int64_t max_seq;
     /* Aggregates for memory.stats, kept in step with the rows so statistics
      * of a loaded collection cost O(types), not O(rows). */
@@ -37,7 +37,7 @@ typedef struct mem_coll {
     size_t high_count;     /* importance >= 0.7 */
     uint32_t *type_counts; /* by type id */
     size_t ntype_counts;
-    int64_t today;         /* UTC day number today_count refers to */
+    int64_t today; /* UTC day number today_count refers to */
     size_t today_count;
     atomic_uint_fast64_t last_used_ns;
 } mem_coll;

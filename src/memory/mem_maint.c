@@ -194,7 +194,8 @@ int mem_write_shared_stats(mem_store *m, jw *w, mem_err *e)
         jw_obj_end(w);
     }
     jw_free(&by);
-    if (rc != SQLITE_DONE) return mem_fail(e, -32002, "shared statistics failed (SQLite error %d)", rc);
+    if (rc != SQLITE_DONE)
+        return mem_fail(e, -32002, "shared statistics failed (SQLite error %d)", rc);
     return 0;
 }
 
@@ -209,7 +210,8 @@ void mem_write_collection_metrics(mem_store *m, jw *w)
     int n = snprintf(
         buf, sizeof buf,
         "# HELP pmcp_memory_collection_loads_total Collections loaded from SQLite\n"
-        "# TYPE pmcp_memory_collection_loads_total counter\npmcp_memory_collection_loads_total %llu\n"
+        "# TYPE pmcp_memory_collection_loads_total counter\npmcp_memory_collection_loads_total "
+        "%llu\n"
         "# HELP pmcp_memory_collection_evictions_total Collections evicted under the budget\n"
         "# TYPE pmcp_memory_collection_evictions_total counter\n"
         "pmcp_memory_collection_evictions_total %llu\n"
@@ -260,8 +262,8 @@ static bool prune_begin(mem_store *m, const char *pid, bool force, double now)
 {
     pthread_mutex_lock(&m->stats_mu);
     mem_prune_mark *k = mark_get(m, pid);
-    bool ok = !k->running &&
-              (force || k->last_pruned == 0 || now - k->last_pruned >= m->cfg.prune.min_interval_secs);
+    bool ok = !k->running && (force || k->last_pruned == 0 ||
+                              now - k->last_pruned >= m->cfg.prune.min_interval_secs);
     if (ok) k->running = true;
     pthread_mutex_unlock(&m->stats_mu);
     return ok;
@@ -472,9 +474,9 @@ static int decay_one(mem_store *m, const char *pid, double factor, mem_decay_res
     int rc = write_values(m, pid, seqs, vals, k, factor >= 0, e);
     r->processed += (int64_t)f.n;
     r->decayed += (int64_t)k;
-    r->avg_decay = r->decayed ? (r->avg_decay * (double)(r->decayed - (int64_t)k) + lost) /
-                                    (double)r->decayed
-                              : 0;
+    r->avg_decay =
+        r->decayed ? (r->avg_decay * (double)(r->decayed - (int64_t)k) + lost) / (double)r->decayed
+                   : 0;
     free(seqs);
     free(vals);
     facts_free(&f);

@@ -22,7 +22,11 @@ typedef struct mem_fact {
     double last_accessed; /* epoch seconds, 0 = never */
 } mem_fact;
 
-typedef enum { PRUNE_IMPORTANCE_ONLY, PRUNE_IMPORTANCE_ACCESS, PRUNE_IMPORTANCE_ACCESS_AGE } prune_strategy;
+typedef enum {
+    PRUNE_IMPORTANCE_ONLY,
+    PRUNE_IMPORTANCE_ACCESS,
+    PRUNE_IMPORTANCE_ACCESS_AGE
+} prune_strategy;
 
 typedef struct prune_config {
     int target;    /* 800 */
@@ -48,23 +52,29 @@ bool prune_is_protected(const mem_fact *f, double now, const prune_config *c);
 size_t prune_select(const mem_fact *facts, size_t n, double now, const prune_config *c,
                     size_t *out);
 
-typedef enum { DECAY_NONE, DECAY_LINEAR, DECAY_EXPONENTIAL, DECAY_LOGARITHMIC, DECAY_ACCESS_BASED } decay_mode;
+typedef enum {
+    DECAY_NONE,
+    DECAY_LINEAR,
+    DECAY_EXPONENTIAL,
+    DECAY_LOGARITHMIC,
+    DECAY_ACCESS_BASED
+} decay_mode;
 
 typedef struct decay_config {
-    decay_mode mode;                     /* access_based */
-    double interval_hours;               /* 6 */
-    int max_decay_days;                  /* 90 */
-    double floor;                        /* 0.1 */
-    double protected_importance;         /* 0.8 */
-    int access_protection_days;          /* 7 */
-    int high_access_threshold;           /* 3 */
-    double zero_access_multiplier;       /* 2.0 */
-    double linear_rate;                  /* 0.01 per day */
-    double half_life_days;               /* 30 */
-    bool auto_pruning;                   /* true */
-    int auto_prune_threshold;            /* 1000 memories */
-    double auto_prune_importance;        /* 0.3 */
-    int auto_prune_min_low;              /* 50: more than this many at or below it */
+    decay_mode mode;               /* access_based */
+    double interval_hours;         /* 6 */
+    int max_decay_days;            /* 90 */
+    double floor;                  /* 0.1 */
+    double protected_importance;   /* 0.8 */
+    int access_protection_days;    /* 7 */
+    int high_access_threshold;     /* 3 */
+    double zero_access_multiplier; /* 2.0 */
+    double linear_rate;            /* 0.01 per day */
+    double half_life_days;         /* 30 */
+    bool auto_pruning;             /* true */
+    int auto_prune_threshold;      /* 1000 memories */
+    double auto_prune_importance;  /* 0.3 */
+    int auto_prune_min_low;        /* 50: more than this many at or below it */
 } decay_config;
 
 void decay_config_default(decay_config *c);

@@ -21,7 +21,7 @@ float mem_dot(const float *a, const float *b, int dim);
 
 /* Scan n rows of dim floats; keep rows whose keep[row] is non-zero (keep may
  * be NULL for all). Writes up to k hits, best first, and returns how many. */
-size_t mem_topk(const float *rows, size_t n, int dim, const float *q, const uint8_t *keep,
-                size_t k, mem_hit *out);
+size_t mem_topk(const float *rows, size_t n, int dim, const float *q, const uint8_t *keep, size_t k,
+                mem_hit *out);
 
 #endif

@@ -247,7 +247,8 @@ static int finish(mem_store *m, cand *cands, size_t nc, size_t k, bool access, j
     if (!sc) return mem_fail(e, -32002, "database busy: no read connection available");
     int rc = mem_fetch_rows(m, sc, seqs, scores, nc, a, *rows, n);
     store_pool_put(m->st, sc);
-    if (rc != SQLITE_OK) return mem_fail(e, -32002, "reading memories failed (SQLite error %d)", rc);
+    if (rc != SQLITE_OK)
+        return mem_fail(e, -32002, "reading memories failed (SQLite error %d)", rc);
     if (access) record_access(m, *rows, *n);
     return 0;
 }
@@ -282,8 +283,8 @@ int mem_search(mem_store *m, const mem_query *q, jarena *a, mem_row **rows, size
         nc = scan_coll(m, c, qv, cap, q->min_importance, q->memory_type, q->vis_mask, cands, a);
         if (q->hybrid && q->text && c->n) {
             bool none;
-            uint8_t *keep = build_mask(m, c, q->min_importance, q->memory_type, q->vis_mask, a,
-                                       &none);
+            uint8_t *keep =
+                build_mask(m, c, q->min_importance, q->memory_type, q->vis_mask, a, &none);
             store_conn *sc = none ? NULL : store_pool_get(m->st);
             if (sc) {
                 nc = fuse_bm25(c, sc, q->text, qv, keep, cands, nc, cap * 2, a);
@@ -318,7 +319,8 @@ int mem_search_cross(mem_store *m, const mem_cross_query *q, jarena *a, mem_row 
 {
     *rows = NULL;
     *n = 0;
-    unsigned vis = (q->include_shared ? MEM_VIS_SHARED : 0) | (q->include_public ? MEM_VIS_PUBLIC : 0);
+    unsigned vis =
+        (q->include_shared ? MEM_VIS_SHARED : 0) | (q->include_public ? MEM_VIS_PUBLIC : 0);
     if (!vis) return 0;
     store_conn *sc = store_pool_get(m->st);
     if (!sc) return mem_fail(e, -32002, "database busy: no read connection available");
@@ -366,10 +368,13 @@ int mem_list(mem_store *m, const char *persona_id, size_t offset, size_t limit, 
         sqlite3_bind_text(q, 1, persona_id, -1, SQLITE_STATIC);
         sqlite3_bind_int64(q, 2, (sqlite3_int64)limit);
         sqlite3_bind_int64(q, 3, (sqlite3_int64)offset);
-        while ((rc = sqlite3_step(q)) == SQLITE_ROW && k < limit) seqs[k++] = sqlite3_column_int64(q, 0);
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW && k < limit)
+            seqs[k++] = sqlite3_column_int64(q, 0);
         sqlite3_reset(q);
-        if (rc == SQLITE_DONE || rc == SQLITE_ROW) rc = mem_fetch_rows(m, sc, seqs, NULL, k, a, *rows, n);
+        if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+            rc = mem_fetch_rows(m, sc, seqs, NULL, k, a, *rows, n);
     }
     store_pool_put(m->st, sc);
-    return rc == SQLITE_OK ? 0 : mem_fail(e, -32002, "listing memories failed (SQLite error %d)", rc);
+    return rc == SQLITE_OK ? 0
+                           : mem_fail(e, -32002, "listing memories failed (SQLite error %d)", rc);
 }

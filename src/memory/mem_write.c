@@ -197,8 +197,7 @@ typedef struct add_job {
 
 static const char SQL_DUP[] = "SELECT id FROM memories WHERE persona_id = ? AND content_hash = ?"
                               " AND content = ?";
-static const char SQL_COLL_GET[] =
-    "SELECT model, dim FROM memory_collections WHERE persona_id = ?";
+static const char SQL_COLL_GET[] = "SELECT model, dim FROM memory_collections WHERE persona_id = ?";
 static const char SQL_COLL_PUT[] =
     "INSERT INTO memory_collections (persona_id, model, dim) VALUES (?, ?, ?)";
 static const char SQL_INSERT[] =
@@ -442,7 +441,8 @@ static int update_fn(store_conn *c, void *ctx)
     bind_text_or_null(q, 6, p->visibility);
     bind_text_or_null(q, 7, p->metadata_json);
     if (p->set_valence) sqlite3_bind_double(q, 8, p->emotional_valence);
-    if (j->vec) sqlite3_bind_blob(q, 9, j->vec, (int)(sizeof(float) * (size_t)j->dim), SQLITE_STATIC);
+    if (j->vec)
+        sqlite3_bind_blob(q, 9, j->vec, (int)(sizeof(float) * (size_t)j->dim), SQLITE_STATIC);
     rc = sqlite3_step(q);
     sqlite3_reset(q);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;

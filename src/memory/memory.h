@@ -29,12 +29,12 @@ struct store;
 struct jw;
 
 typedef struct mem_config {
-    int dim;                /* built-in embedder dimension (default 384) */
-    size_t budget_bytes;    /* resident collections (default 1 GiB) */
+    int dim;             /* built-in embedder dimension (default 384) */
+    size_t budget_bytes; /* resident collections (default 1 GiB) */
     mem_weights weights;
     prune_config prune;
     decay_config decay;
-    bool decay_autostart;   /* start the background decay loop at boot */
+    bool decay_autostart; /* start the background decay loop at boot */
 } mem_config;
 
 void mem_config_default(mem_config *c);
@@ -54,9 +54,9 @@ void mem_close(mem_store *m);
 typedef struct mem_item {
     const char *persona_id;
     const char *content;
-    const char *memory_type;   /* default "user_input" */
-    double importance;         /* used unless auto_importance */
-    bool auto_importance;      /* score with mem_importance() */
+    const char *memory_type;     /* default "user_input" */
+    double importance;           /* used unless auto_importance */
+    bool auto_importance;        /* score with mem_importance() */
     const mem_interest *speaker; /* for auto scoring; may be NULL */
     double emotional_valence;
     const char *related_json;  /* JSON array of strings, default "[]" */
@@ -64,7 +64,7 @@ typedef struct mem_item {
     const char *metadata_json; /* JSON object, default "{}" */
     const float *embedding;    /* client-supplied; NULL = built-in embedder */
     int embedding_dim;
-    bool user_chat;            /* score in the user-chat context (spec §6.1) */
+    bool user_chat; /* score in the user-chat context (spec §6.1) */
 } mem_item;
 
 typedef struct mem_added {
@@ -77,7 +77,7 @@ typedef struct mem_added {
 int mem_add(mem_store *m, const mem_item *items, size_t n, mem_added *out, mem_err *e);
 
 typedef struct mem_patch {
-    const char *content;    /* NULL = unchanged (re-embedded when changed) */
+    const char *content; /* NULL = unchanged (re-embedded when changed) */
     const char *memory_type;
     bool set_importance;
     double importance;

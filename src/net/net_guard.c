@@ -84,7 +84,8 @@ int net_guard_check(app *a, struct lws *wsi, bool need_auth, const char **why)
     }
     if (need_auth && a->cfg.auth_token[0]) {
         int n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION);
-        if (n <= 7 || strncasecmp(buf, "Bearer ", 7) != 0 || !token_ok(buf + 7, a->cfg.auth_token)) {
+        if (n <= 7 || strncasecmp(buf, "Bearer ", 7) != 0 ||
+            !token_ok(buf + 7, a->cfg.auth_token)) {
             *why = "missing or wrong bearer token";
             return 401;
         }

@@ -73,8 +73,8 @@ int net_http_writeable(struct lws *wsi, net_pss *pss)
 {
     if (pss && !pss->body && pss->mcp) return net_mcp_http_writeable(wsi, pss);
     if (!pss || !pss->body) return 0;
-    int n = lws_write(wsi, (unsigned char *)pss->body + LWS_PRE, pss->body_len,
-                      LWS_WRITE_HTTP_FINAL);
+    int n =
+        lws_write(wsi, (unsigned char *)pss->body + LWS_PRE, pss->body_len, LWS_WRITE_HTTP_FINAL);
     free(pss->body);
     pss->body = NULL;
     if (n < 0) return -1;
@@ -161,7 +161,8 @@ static void store_metrics(jw *w, store *st)
     counter(w, "pmcp_db_write_errors_total", "Write jobs that failed", s.write_errors);
     counter(w, "pmcp_db_commits_total", "Group commits", s.commits);
     gauge(w, "pmcp_db_write_queue_depth", "Write jobs waiting", (double)s.queue_depth);
-    static const char *const le[STORE_BATCH_BUCKETS] = {"1", "2", "4", "8", "16", "32", "64", "+Inf"};
+    static const char *const le[STORE_BATCH_BUCKETS] = {"1",  "2",  "4",  "8",
+                                                        "16", "32", "64", "+Inf"};
     jw_puts(w, "# HELP pmcp_db_commit_batch_size Write jobs per group commit\n");
     jw_puts(w, "# TYPE pmcp_db_commit_batch_size histogram\n");
     for (int i = 0; i < STORE_BATCH_BUCKETS; i++) {

@@ -14,12 +14,11 @@
 typedef struct net_conn net_conn;
 typedef struct mh_req mh_req;
 typedef struct net_pss {
-    net_conn *conn;     /* WebSocket connections */
-    char *body;         /* HTTP: response body with LWS_PRE headroom */
+    net_conn *conn; /* WebSocket connections */
+    char *body;     /* HTTP: response body with LWS_PRE headroom */
     size_t body_len;
-    mh_req *mcp;        /* MCP Streamable HTTP request on this connection */
+    mh_req *mcp; /* MCP Streamable HTTP request on this connection */
 } net_pss;
-
 
 /* net_mcp_http.c: MCP Streamable HTTP on /mcp (POST, GET, DELETE). */
 int net_mcp_http_request(app *a, struct lws *wsi, net_pss *pss);
@@ -35,7 +34,6 @@ int net_http_rpc_error(struct lws *wsi, net_pss *pss, unsigned status, int code,
 /* net_guard.c: request admission. Returns 0 when allowed, else the HTTP
  * status to refuse with (403 bad Origin/Host, 401 missing token) and a reason. */
 int net_guard_check(app *a, struct lws *wsi, bool need_auth, const char **why);
-
 
 /* net_http.c: plain HTTP routes. Returns the lws callback result. */
 int net_http_request(app *a, struct lws *wsi, net_pss *pss, const char *uri);

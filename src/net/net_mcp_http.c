@@ -256,7 +256,8 @@ static int write_sse(struct lws *wsi, mh_frame *f, bool last)
     memcpy(p, "event: message\ndata: ", 21);
     memcpy(p + 21, jw_data(&f->w), n);
     memcpy(p + 21 + n, "\n\n", 2);
-    int rc = lws_write(wsi, (unsigned char *)p, n + 23, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+    int rc =
+        lws_write(wsi, (unsigned char *)p, n + 23, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
     free(buf);
     return rc < 0 ? -1 : 0;
 }
@@ -354,7 +355,8 @@ static mh_session *require_session(struct lws *wsi, net_pss *pss, int *rc)
 {
     char id[80];
     if (hdr(wsi, "mcp-session-id:", id, sizeof id) <= 0) {
-        *rc = net_http_rpc_error(wsi, pss, 400, -32000, "Bad Request: Mcp-Session-Id header is required");
+        *rc = net_http_rpc_error(wsi, pss, 400, -32000,
+                                 "Bad Request: Mcp-Session-Id header is required");
         return NULL;
     }
     mh_session *x = session_find(id);
@@ -368,7 +370,8 @@ static int open_get(app *a, struct lws *wsi, net_pss *pss)
     int rc = 0;
     lws_hdr_copy(wsi, accept, sizeof accept, WSI_TOKEN_HTTP_ACCEPT);
     if (!accepts(accept, "text/event-stream"))
-        return net_http_rpc_error(wsi, pss, 406, -32000, "Not Acceptable: Accept text/event-stream");
+        return net_http_rpc_error(wsi, pss, 406, -32000,
+                                  "Not Acceptable: Accept text/event-stream");
     mh_session *x = require_session(wsi, pss, &rc);
     if (!x) return rc;
     if (x->has_get)
@@ -413,8 +416,8 @@ int net_mcp_http_request(app *a, struct lws *wsi, net_pss *pss)
                                   "Not Acceptable: Accept must list application/json and "
                                   "text/event-stream");
     if (strncasecmp(ctype, "application/json", 16) != 0)
-        return net_http_rpc_error(wsi, pss, 415,
-                                  -32000, "Unsupported Media Type: Content-Type must be application/json");
+        return net_http_rpc_error(wsi, pss, 415, -32000,
+                                  "Unsupported Media Type: Content-Type must be application/json");
     char clen[32];
     if (lws_hdr_copy(wsi, clen, sizeof clen, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
         strtoull(clen, NULL, 10) > a->cfg.max_message_bytes)

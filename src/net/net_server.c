@@ -91,8 +91,6 @@ uint64_t net_next_session_id(void)
     return atomic_fetch_add(&S.next_conn_id, 1) + 1;
 }
 
-
-
 static net_conn *conn_new(app *a, struct lws *wsi)
 {
     net_conn *c = calloc(1, sizeof *c);
@@ -252,11 +250,11 @@ static void job_run(void *arg)
     jarena arena;
     jarena_init(&arena);
     json_error err;
-    jv *msg = json_parse(&arena, j->raw, j->len, j->len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH,
-                         &err);
+    jv *msg =
+        json_parse(&arena, j->raw, j->len, j->len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH, &err);
     if (msg)
-        j->ordered = rpc_execute(c->app, c->sess, &c->sink, msg, &j->out, &arena, j->t0) ==
-                     RPC_EXEC_ORDERED;
+        j->ordered =
+            rpc_execute(c->app, c->sess, &c->sink, msg, &j->out, &arena, j->t0) == RPC_EXEC_ORDERED;
     jarena_free(&arena);
     net_post(c->app, job_done, j);
 }
@@ -291,8 +289,7 @@ static void dispatch(net_conn *c, net_job *j)
 
 /* Execute now if every method in it is inline; else hand to a worker. The
  * job (if any) is consumed either way. */
-static void execute(net_conn *c, const char *data, size_t len, size_t cap, uint64_t t0,
-                    net_job *j)
+static void execute(net_conn *c, const char *data, size_t len, size_t cap, uint64_t t0, net_job *j)
 {
     jv *msg = parse_or_reply(c, data, len, cap);
     if (msg && rpc_message_where(c->app, c->sess, msg) == RPC_WORKER) {
@@ -475,8 +472,8 @@ static void sink_unwatch(rpc_sink *s, rpc_deferred *d)
     pthread_mutex_unlock(&c->defer_mu);
 }
 
-static const rpc_sink_ops g_sink_ops = {sink_send,  sink_finish,  sink_ref,
-                                        sink_unref, sink_watch, sink_unwatch};
+static const rpc_sink_ops g_sink_ops = {sink_send,  sink_finish, sink_ref,
+                                        sink_unref, sink_watch,  sink_unwatch};
 
 /* The client went away: tell every open deferral (their hooks cancel
  * backend requests; they must not end the deferral synchronously). */
@@ -608,20 +605,32 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (a) run_posts(a);
         return 0;
-    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: return ws_confirm_upgrade(a, wsi);
-    case LWS_CALLBACK_ESTABLISHED: return ws_established(a, wsi, pss);
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return ws_confirm_upgrade(a, wsi);
+    case LWS_CALLBACK_ESTABLISHED:
+        return ws_established(a, wsi, pss);
     case LWS_CALLBACK_RECEIVE:
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, a->cfg.idle_timeout_secs);
         return pss->conn ? ws_receive(pss->conn, wsi, in, len) : -1;
-    case LWS_CALLBACK_SERVER_WRITEABLE: return pss->conn ? ws_writeable(pss->conn, wsi) : 0;
-    case LWS_CALLBACK_CLOSED: ws_closed(a, pss); return 0;
-    case LWS_CALLBACK_HTTP: return net_http_request(a, wsi, pss, in);
-    case LWS_CALLBACK_HTTP_WRITEABLE: return net_http_writeable(wsi, pss);
-    case LWS_CALLBACK_HTTP_BODY: return net_mcp_http_body(a, wsi, pss, in, len);
-    case LWS_CALLBACK_HTTP_BODY_COMPLETION: return net_mcp_http_body_done(a, wsi, pss);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return pss->conn ? ws_writeable(pss->conn, wsi) : 0;
+    case LWS_CALLBACK_CLOSED:
+        ws_closed(a, pss);
+        return 0;
+    case LWS_CALLBACK_HTTP:
+        return net_http_request(a, wsi, pss, in);
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return net_http_writeable(wsi, pss);
+    case LWS_CALLBACK_HTTP_BODY:
+        return net_mcp_http_body(a, wsi, pss, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return net_mcp_http_body_done(a, wsi, pss);
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-    case LWS_CALLBACK_CLOSED_HTTP: net_http_drop(pss); return 0;
-    default: break;
+    case LWS_CALLBACK_CLOSED_HTTP:
+        net_http_drop(pss);
+        return 0;
+    default:
+        break;
     }
     return lws_callback_http_dummy(wsi, reason, user, in, len);
 }
@@ -679,7 +688,8 @@ int net_start(app *a)
     info.protocols = g_protocols;
     info.extensions = g_exts;
     info.user = a;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
+                   LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
     if (!strchr(host, ':')) info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     const char *ev = getenv("PMCP_EVLIB");
     if (ev && !strcmp(ev, "ev")) info.options |= LWS_SERVER_OPTION_LIBEV;

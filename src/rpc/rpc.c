@@ -17,7 +17,6 @@
 #include "lib/log.h"
 #include "lib/metrics.h"
 
-
 /* ---- sessions ------------------------------------------------------------ */
 
 rpc_session *rpc_session_new(uint64_t id)
@@ -253,9 +252,16 @@ static bool execute_one(app *a, rpc_session *s, rpc_sink *sink, bool can_defer, 
         return !notify;
     }
     const jv *params = jv_get(msg, "params");
-    rpc_call c = {.app = a, .sess = s, .method = name, .params = params, .out = out,
-                  .arena = scratch, .sink = sink, .can_defer = can_defer && sink && !notify,
-                  .method_index = idx, .t0 = t0};
+    rpc_call c = {.app = a,
+                  .sess = s,
+                  .method = name,
+                  .params = params,
+                  .out = out,
+                  .arena = scratch,
+                  .sink = sink,
+                  .can_defer = can_defer && sink && !notify,
+                  .method_index = idx,
+                  .t0 = t0};
     if (params && params->type == JV_ARRAY) {
         if (!notify)
             rpc_write_error(out, id, RPC_INVALID_PARAMS,
@@ -333,12 +339,13 @@ int rpc_param_str(rpc_call *c, const char *key, bool required, const char **out)
     const jv *v = param(c, key);
     *out = NULL;
     if (!v) {
-        if (required) return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' is required", key);
+        if (required)
+            return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' is required", key);
         return 0;
     }
     if (v->type != JV_STRING)
-        return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must be a string, got %s",
-                        key, jv_type_name(v->type));
+        return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must be a string, got %s", key,
+                        jv_type_name(v->type));
     if (required && v->len == 0)
         return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must not be empty", key);
     *out = v->u.s;
@@ -373,8 +380,8 @@ int rpc_param_num(rpc_call *c, const char *key, double lo, double hi, double def
     *out = def;
     if (!v) return 0;
     if (!jv_is_num(v))
-        return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must be a number, got %s",
-                        key, jv_type_name(v->type));
+        return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must be a number, got %s", key,
+                        jv_type_name(v->type));
     double x = jv_num(v);
     if (x < lo || x > hi)
         return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must be between %g and %g",
@@ -401,8 +408,8 @@ static int param_typed(rpc_call *c, const char *key, jv_type t, const char *what
     *out = NULL;
     if (!v) return 0;
     if (v->type != t)
-        return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must be %s, got %s", key,
-                        what, jv_type_name(v->type));
+        return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: '%s' must be %s, got %s", key, what,
+                        jv_type_name(v->type));
     *out = v;
     return 0;
 }

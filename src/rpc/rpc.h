@@ -101,9 +101,9 @@ struct rpc_sink {
 
 typedef struct rpc_call {
     app *app;
-    rpc_sink *sink;   /* NULL when the transport cannot defer */
-    bool can_defer;   /* false inside batches */
-    bool deferred;    /* set by rpc_defer() */
+    rpc_sink *sink; /* NULL when the transport cannot defer */
+    bool can_defer; /* false inside batches */
+    bool deferred;  /* set by rpc_defer() */
     bool ordered;
     rpc_deferred *def;
     int method_index;

@@ -16,7 +16,8 @@
 
 #define UUID4_SQL                                                                                  \
     "(lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4' ||"                    \
-    " substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) ||" \
+    " substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + (abs(random()) % 4), 1) "  \
+    "||"                                                                                           \
     " substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))))"
 #define NOW_SQL "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"
 
@@ -59,7 +60,8 @@ static const char schema_v1[] =
     "\"discovery\":90,\"gossip\":20,\"small_talk\":25}', 12, 18, 'scholar', 'academic', 80, 300);"
     "INSERT INTO personas (id, name, description, personality_traits, topic_preferences, charisma,"
     "  intelligence, social_rank, created_at)"
-    "  SELECT " UUID4_SQL ", name, description, traits, topics, charisma, intelligence, rank, " NOW_SQL
+    "  SELECT " UUID4_SQL
+    ", name, description, traits, topics, charisma, intelligence, rank, " NOW_SQL
     "  FROM seed ORDER BY rowid;"
     "INSERT INTO persona_interaction_states (persona_id, current_priority, social_energy,"
     "  available_time, last_updated)"
