@@ -49,9 +49,10 @@ LOADGEN="$BUILD/bench/bench_wsload"
 if [[ ! -x $LOADGEN ]]; then
     LOADGEN="$ROOT/.bench/bench_wsload"
     mkdir -p "$ROOT/.bench"
-    if [[ ! -x $LOADGEN || $ROOT/bench/bench_wsload.c -nt $LOADGEN ]]; then
+    if [[ ! -x $LOADGEN || $ROOT/bench/bench_wsload.c -nt $LOADGEN ||
+          $ROOT/bench/wsclient.c -nt $LOADGEN || $ROOT/bench/wsclient.h -nt $LOADGEN ]]; then
         cc -std=c17 -O2 -Wall -Wextra -Werror -D_GNU_SOURCE "$ROOT/bench/bench_wsload.c" \
-            -o "$LOADGEN" || fail "cannot build bench_wsload"
+            "$ROOT/bench/wsclient.c" -o "$LOADGEN" || fail "cannot build bench_wsload"
     fi
 fi
 PMCP="$BUILD/persona-mcp"

@@ -1071,7 +1071,6 @@ class FakeLLM:
         prompt_tokens = prompt_word_count(body, fmt_cls)
         first = cfg["first_token_ms"] / 1000.0
         gap = cfg["delay_ms"] / 1000.0
-        n = len(tokens)
         self.stats["active_requests"] += 1
         if stream:
             self.stream_begin()

@@ -45,6 +45,7 @@ int api_memory_prune(rpc_call *c)
     mem_err e = {0};
     if (mem_prune(c->app->memory, pid, force, dry, &r, &e) < 0)
         return rpc_fail(c, e.code, "%s", e.msg);
+    if (!dry && r.removed) app_changed(c->app, APP_CHANGED_MEMORIES, pid);
     jw *w = c->out;
     jw_obj_begin(w);
     if (!r.pruned) {
@@ -186,6 +187,7 @@ int api_memory_decay_force(rpc_call *c)
     if (pid[0]) {
         if (mem_decay_force(c->app->memory, pid, factor, &r, &e) < 0)
             return rpc_fail(c, e.code, "%s", e.msg);
+        if (r.decayed) app_changed(c->app, APP_CHANGED_MEMORIES, pid);
         jw_obj_begin(w);
         jw_kstr(w, "status", "persona_decay_completed");
         jw_kstr(w, "persona_id", pid);

@@ -157,6 +157,7 @@ int api_memory_store(rpc_call *c)
     mem_added out;
     mem_err e = {0};
     if (mem_add(c->app->memory, &it, 1, &out, &e) < 0) return mem_error(c, &e);
+    if (!out.duplicate) app_changed(c->app, APP_CHANGED_MEMORIES, pid);
     jw *w = c->out;
     jw_obj_begin(w);
     jw_kstr(w, "memory_id", out.id);
@@ -198,6 +199,7 @@ int api_memory_store_batch(rpc_call *c)
     c->params = saved;
     mem_err e = {0};
     if (mem_add(c->app->memory, items, list->len, out, &e) < 0) return mem_error(c, &e);
+    app_changed(c->app, APP_CHANGED_MEMORIES, pid);
     jw *w = c->out;
     int dups = 0;
     jw_obj_begin(w);
@@ -249,9 +251,11 @@ int api_memory_update(rpc_call *c)
         return -1;
     p.metadata_json = meta ? json_text(c, meta, "{}") : NULL;
     mem_err e = {0};
-    int rc = mem_update(c->app->memory, id, &p, &e);
+    char owner[256];
+    int rc = mem_update(c->app->memory, id, &p, owner, sizeof owner, &e);
     if (rc < 0) return mem_error(c, &e);
     if (rc == 1) return rpc_fail(c, RPC_MEMORY_ERROR, "Memory not found: %s", id);
+    app_changed(c->app, APP_CHANGED_MEMORIES, owner);
     jw_obj_begin(c->out);
     jw_kstr(c->out, "memory_id", id);
     jw_kbool(c->out, "updated", true);
@@ -268,6 +272,7 @@ int api_memory_delete(rpc_call *c)
     int rc = mem_delete(c->app->memory, id, owner, sizeof owner, &e);
     if (rc < 0) return mem_error(c, &e);
     if (rc == 1) return rpc_fail(c, RPC_MEMORY_ERROR, "Memory not found: %s", id);
+    app_changed(c->app, APP_CHANGED_MEMORIES, owner);
     jw_obj_begin(c->out);
     jw_kstr(c->out, "memory_id", id);
     jw_kstr(c->out, "persona_id", owner);

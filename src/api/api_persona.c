@@ -227,6 +227,7 @@ int api_persona_delete(rpc_call *c)
         return rpc_fail(c, RPC_INTERNAL_ERROR, "Failed to delete persona %s (SQLite error %d)", id,
                         rc);
     rpc_session_forget(c->sess, id);
+    app_changed(c->app, APP_CHANGED_PERSONAS, id);
     mem_forget_persona(c->app->memory, id); /* its rows went with the persona (trigger) */
     jw *w = c->out;
     jw_obj_begin(w);

@@ -372,7 +372,10 @@ static int store_exchange(chat *c)
     mem_added added;
     mem_err e;
     int mrc = mem_add(c->a->memory, &it, 1, &added, &e);
-    if (mrc == 0) memcpy(c->memory_id, added.id, sizeof c->memory_id);
+    if (mrc == 0) {
+        memcpy(c->memory_id, added.id, sizeof c->memory_id);
+        app_changed(c->a, APP_CHANGED_MEMORIES, c->persona_id);
+    }
     jarena_free(&ar);
     if (c->sess) {
         pthread_mutex_lock(&c->sess->mu);

@@ -21,7 +21,7 @@
 
 #include "mcp/mcp_internal.h"
 
-/* A 1x1 RGBA PNG and a 8-sample 8 kHz mono 8-bit WAV, generated for these
+/* A 1x1 RGBA PNG and an 8-sample 8 kHz mono 8-bit WAV, generated for these
  * fixtures. */
 #define PNG_B64                                                                                    \
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mPwr7r2HwAFWgKfQIfPwgAAAABJRU5ErkJg" \
@@ -256,7 +256,7 @@ static void append_json(jw *t, const jv *v)
     if (v)
         jw_value(&j, v);
     else
-        jw_obj_begin(&j), jw_obj_end(&j);
+        jw_puts(&j, "{}");
     jw_append(t, jw_data(&j), jw_size(&j));
     jw_free(&j);
 }

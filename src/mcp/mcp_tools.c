@@ -379,7 +379,7 @@ static int chat_call(rpc_call *c, const jv *args, const jv *meta)
     persona_reg_unlock(c->app->personas);
     if (id[0]) pid = id;
     chat_req req = {.persona_id = pid,
-                    .sess = NULL,
+                    .sess = c->sess, /* its history; notifications/cancelled matches by session */
                     .message = msg,
                     .max_tokens = (int)budget,
                     .stream_id = sid,

@@ -85,7 +85,7 @@ int64_t coll_day(double epoch)
 static void agg_add(mem_coll *c, double imp, int type, double created, int sign)
 {
     c->sum_importance += sign * imp;
-    if (imp >= 0.7) c->high_count += (size_t)(long)sign;
+    if (imp >= 0.7 - 1e-6) c->high_count += (size_t)(long)sign; /* stored as float */
     if ((size_t)type >= c->ntype_counts) {
         size_t n = (size_t)type + 8;
         c->type_counts = realloc(c->type_counts, n * sizeof *c->type_counts);

@@ -108,7 +108,7 @@ static void facts_free(facts *f)
 
 /* Write memory.stats from a collection's aggregates. Caller holds a lock
  * on a loaded collection whose today_count is current. */
-static void write_stats_locked(mem_store *m, const mem_coll *c, jw *w)
+static void write_stats_locked(mem_store *m, const mem_coll *c, jw *w, uint64_t t0)
 {
     jw_obj_begin(w);
     jw_kint(w, "total_memories", (int64_t)c->n);
@@ -125,12 +125,15 @@ static void write_stats_locked(mem_store *m, const mem_coll *c, jw *w)
         jw_kint(w, "created_today", (int64_t)c->today_count);
         jw_kstr(w, "embedding_model", c->model);
         jw_kint(w, "embedding_dim", c->dim);
+        jw_kdouble(w, "stats_calculation_time_ms",
+                   round((double)(metrics_now_ns() - t0) / 1e3) / 1e3);
     }
     jw_obj_end(w);
 }
 
 int mem_write_stats(mem_store *m, const char *pid, jw *w, mem_err *e)
 {
+    uint64_t t0 = metrics_now_ns();
     mem_coll *c = coll_get(m, pid);
     if (coll_acquire(m, c, e) < 0) return -1;
     if (c->today != coll_day(app_now())) {
@@ -140,7 +143,7 @@ int mem_write_stats(mem_store *m, const char *pid, jw *w, mem_err *e)
         pthread_rwlock_unlock(&c->lock);
         return mem_write_stats(m, pid, w, e);
     }
-    write_stats_locked(m, c, w);
+    write_stats_locked(m, c, w, t0);
     coll_release(c);
     return 0;
 }

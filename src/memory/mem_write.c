@@ -195,8 +195,8 @@ typedef struct add_job {
     mem_err *e;
 } add_job;
 
-static const char SQL_DUP[] = "SELECT id FROM memories WHERE persona_id = ? AND content_hash = ?"
-                              " AND content = ?";
+static const char SQL_DUP[] = "SELECT id, importance FROM memories WHERE persona_id = ? AND"
+                              " content_hash = ? AND content = ?";
 static const char SQL_COLL_GET[] = "SELECT model, dim FROM memory_collections WHERE persona_id = ?";
 static const char SQL_COLL_PUT[] =
     "INSERT INTO memory_collections (persona_id, model, dim) VALUES (?, ?, ?)";
@@ -215,6 +215,7 @@ static int find_dup(store_conn *c, add_plan *p, mem_added *out)
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) {
         snprintf(out->id, sizeof out->id, "%s", (const char *)sqlite3_column_text(q, 0));
+        out->importance = sqlite3_column_double(q, 1); /* the stored memory's */
         out->duplicate = true;
     }
     sqlite3_reset(q);
@@ -462,7 +463,8 @@ static int check_patch(const mem_patch *p, mem_err *e)
     return 0;
 }
 
-int mem_update(mem_store *m, const char *id, const mem_patch *p, mem_err *e)
+int mem_update(mem_store *m, const char *id, const mem_patch *p, char *persona_out, size_t n,
+               mem_err *e)
 {
     if (check_patch(p, e) < 0) return -1;
     upd_job j = {.id = id, .p = p, .vis = -1};
@@ -492,7 +494,7 @@ int mem_update(mem_store *m, const char *id, const mem_patch *p, mem_err *e)
         result = mem_fail(e, -32002, "updating memory failed (SQLite error %d)", rc);
     else if (!j.found)
         result = 1;
-    else
+    else if (snprintf(persona_out, n, "%s", j.persona) >= 0)
         coll_apply_update(m, coll_get(m, j.persona), j.seq,
                           p->set_importance ? p->importance : j.importance, p->memory_type,
                           p->visibility ? mem_vis_code(p->visibility) : -1, j.vec);

@@ -88,7 +88,8 @@ typedef struct mem_patch {
 } mem_patch;
 
 /* 0 ok, 1 no such memory, -1 error in e. */
-int mem_update(mem_store *m, const char *id, const mem_patch *p, mem_err *e);
+int mem_update(mem_store *m, const char *id, const mem_patch *p, char *persona_out, size_t n,
+               mem_err *e);
 int mem_delete(mem_store *m, const char *id, char *persona_out, size_t n, mem_err *e);
 /* Drop a persona's collection from RAM (after its rows were deleted). */
 void mem_forget_persona(mem_store *m, const char *persona_id);

@@ -29,19 +29,39 @@ bool net_host_is_loopback_name(const char *host)
     return inet_pton(AF_INET, host, &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 
-/* "name" or "name:port" or "[v6]:port" -> is the name loopback? */
-static bool hostport_is_loopback(const char *hp)
+/* The names a browser or client on this machine uses for us: localhost,
+ * 127.0.0.1, [::1], and the address we are bound to. Other 127/8
+ * addresses are loopback too, but no page of ours lives there. */
+static bool local_name(const app *a, const char *name)
+{
+    return strcasecmp(name, "localhost") == 0 || strcmp(name, "127.0.0.1") == 0 ||
+           strcmp(name, "[::1]") == 0 || strcmp(name, "::1") == 0 ||
+           strcasecmp(name, a->cfg.host) == 0;
+}
+
+/* "name", "name:port", "[v6]" or "[v6]:port" (port: 1-5 digits, nothing
+ * else: no userinfo, path or stray characters) -> is the name ours? */
+static bool hostport_is_loopback(const app *a, const char *hp)
 {
     char name[256];
+    const char *rest;
     if (hp[0] == '[') {
         const char *end = strchr(hp, ']');
         if (!end) return false;
         snprintf(name, sizeof name, "%.*s", (int)(end - hp + 1), hp);
+        rest = end + 1;
     } else {
-        const char *colon = strchr(hp, ':');
-        snprintf(name, sizeof name, "%.*s", colon ? (int)(colon - hp) : (int)strlen(hp), hp);
+        size_t n = strcspn(hp, ":");
+        snprintf(name, sizeof name, "%.*s", (int)n, hp);
+        rest = hp + n;
     }
-    return net_host_is_loopback_name(name);
+    if (*rest == ':') {
+        size_t digits = strspn(rest + 1, "0123456789");
+        if (digits < 1 || digits > 5 || rest[1 + digits]) return false;
+    } else if (*rest) {
+        return false;
+    }
+    return local_name(a, name);
 }
 
 static bool origin_allowed(app *a, const char *origin)
@@ -49,7 +69,7 @@ static bool origin_allowed(app *a, const char *origin)
     const char *rest = NULL;
     if (strncasecmp(origin, "http://", 7) == 0) rest = origin + 7;
     if (strncasecmp(origin, "https://", 8) == 0) rest = origin + 8;
-    if (rest && !strchr(rest, '/') && hostport_is_loopback(rest)) return true;
+    if (rest && !strchr(rest, '/') && hostport_is_loopback(a, rest)) return true;
     const char *list = a->cfg.allowed_origins;
     size_t n = strlen(origin);
     while (*list) {
@@ -73,7 +93,8 @@ int net_guard_check(app *a, struct lws *wsi, bool need_auth, const char **why)
 {
     char buf[512];
     if (net_host_is_loopback_name(a->cfg.host)) {
-        if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HOST) <= 0 || !hostport_is_loopback(buf)) {
+        if (lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HOST) <= 0 ||
+            !hostport_is_loopback(a, buf)) {
             *why = "Host header must name a loopback address";
             return 403;
         }

@@ -208,6 +208,8 @@ int net_http_request(app *a, struct lws *wsi, net_pss *pss, const char *uri)
     const char *why = NULL;
     bool public_route = strcmp(uri, "/health") == 0;
     int status = net_guard_check(a, wsi, !public_route, &why);
+    if (status && strcmp(uri, "/mcp") == 0) /* MCP clients expect a JSON-RPC error body */
+        return net_http_rpc_error(wsi, pss, (unsigned)status, -32000, why);
     if (status) return reply_error(wsi, pss, (unsigned)status, why);
     if (strcmp(uri, "/") == 0 || strcmp(uri, "/health") == 0 || strcmp(uri, "/metrics") == 0) {
         if (!is_get) return reply_error(wsi, pss, 405, "method not allowed");

@@ -556,6 +556,10 @@ int net_mcp_http_body_done(app *a, struct lws *wsi, net_pss *pss)
     } else if (!(x = require_session(wsi, pss, &rc))) {
         jarena_free(&ar);
         return rc;
+    } else if (is_init && mcp_session_initialized(x->s)) {
+        jarena_free(&ar);
+        return net_http_rpc_error(wsi, pss, 400, RPC_INVALID_REQUEST,
+                                  "Invalid Request: session already initialized");
     }
     if (!request) { /* notifications and responses: run them, answer 202 */
         jw out;

@@ -58,8 +58,9 @@ struct net_conn {
     size_t rx_len, rx_cap;
     net_job *pending_head, *pending_tail;
     int pending;
-    bool busy;    /* a job of this connection is on a worker */
-    bool closing; /* a close was requested: ignore further input */
+    bool busy;      /* a job of this connection is on a worker */
+    bool closing;   /* a close was requested: ignore further input */
+    bool throttled; /* reading paused until the pending queue drains */
     net_msg *out_head, *out_tail;
 };
 
@@ -212,13 +213,18 @@ static void run_posts(app *a)
     }
 }
 
-/* Close with a code and reason, and ignore whatever else arrives. */
+/* Close with a code and reason. The close is started from the next
+ * WRITEABLE (lws_close_reason, then -1: lws sends the close frame and waits
+ * for the client's), not from inside RECEIVE: closing while the client is
+ * still sending a large frame would reset the socket, and the client would
+ * never see the close frame or its code. Input is discarded meanwhile. */
 static void conn_close(net_conn *c, enum lws_close_status code, const char *why)
 {
     if (c->closing || !c->wsi) return;
     c->closing = true;
     lws_close_reason(c->wsi, code, (unsigned char *)why, strlen(why));
-    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 5);
+    lws_callback_on_writable(c->wsi);
 }
 
 /* ---- request execution ---------------------------------------------------- */
@@ -308,6 +314,25 @@ static void execute(net_conn *c, const char *data, size_t len, size_t cap, uint6
     if (j) job_free(j);
 }
 
+/* Backpressure: a client that keeps pipelining past the limit (its
+ * rejections queue up in order) is not read from until the queue drains,
+ * so its memory stays bounded while it still gets every answer. */
+static void throttle(net_conn *c)
+{
+    if (!c->throttled && c->wsi && c->pending >= 2 * c->app->cfg.max_inflight + 64) {
+        c->throttled = true;
+        lws_rx_flow_control(c->wsi, 0);
+    }
+}
+
+static void unthrottle(net_conn *c)
+{
+    if (c->throttled && c->wsi && c->pending < c->app->cfg.max_inflight) {
+        c->throttled = false;
+        lws_rx_flow_control(c->wsi, 1);
+    }
+}
+
 static void conn_drain_pending(net_conn *c)
 {
     while (!c->busy && c->pending_head) {
@@ -323,6 +348,7 @@ static void conn_drain_pending(net_conn *c)
         }
         execute(c, j->raw, j->len, j->len + JSON_PADDING, j->t0, j);
     }
+    unthrottle(c);
 }
 
 static void pending_push(net_conn *c, net_job *j)
@@ -379,17 +405,15 @@ static void on_message(net_conn *c, const char *data, size_t len, size_t cap)
     int limit = c->app->cfg.max_inflight;
     if (c->pending + 1 >= limit) {
         metrics_inc(MC_INFLIGHT_REJECTED, 1);
-        if (c->pending >= 2 * limit + 64) { /* it ignores the rejections: stop reading */
-            conn_close(c, LWS_CLOSE_STATUS_POLICY_VIOLATION, "too many requests in flight");
-            return;
-        }
         char text[128];
         snprintf(text, sizeof text, "Too many requests in flight on this connection (limit %d)",
                  limit);
         reject(c, data, len, cap, t0, RPC_TOO_MANY_INFLIGHT, text);
+        throttle(c);
         return;
     }
     pending_push(c, job_new(c, data, len, t0));
+    throttle(c);
 }
 
 /* ---- the connection as an rpc_sink ------------------------------------------ */
@@ -490,7 +514,7 @@ static void conn_close_defers(net_conn *c)
 static int ws_receive(net_conn *c, struct lws *wsi, const char *in, size_t len)
 {
     app *a = c->app;
-    if (c->closing) return -1;
+    if (c->closing) return 0; /* discarded until the client's close arrives */
     if (lws_frame_is_binary(wsi)) {
         if (lws_is_final_fragment(wsi))
             respond_error(c, NULL, RPC_INVALID_REQUEST,
@@ -505,7 +529,7 @@ static int ws_receive(net_conn *c, struct lws *wsi, const char *in, size_t len)
         log_warn("message over limit, closing", "conn=%llu limit=%zu",
                  (unsigned long long)c->sess->id, a->cfg.max_message_bytes);
         conn_close(c, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message too large");
-        return -1;
+        return 0;
     }
     bool final = lws_is_final_fragment(wsi) && !lws_remaining_packet_payload(wsi);
     if (final && c->rx_len == 0) {
@@ -532,6 +556,7 @@ static int ws_receive(net_conn *c, struct lws *wsi, const char *in, size_t len)
 
 static int ws_writeable(net_conn *c, struct lws *wsi)
 {
+    if (c->closing) return -1; /* sends the close frame set by conn_close */
     for (int n = 0; c->out_head && n < 32; n++) {
         net_msg *m = c->out_head;
         int w = lws_write(wsi, (unsigned char *)m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);

@@ -187,7 +187,10 @@ static void read_loop(app *a, rpc_session *s)
         size_t start = 0, end = len + (size_t)n;
         for (size_t i = len; i < end; i++) {
             if (buf[i] != '\n') continue;
-            if (!skipping) on_line(a, s, buf + start, i - start);
+            if (!skipping && i - start > limit)
+                too_long(limit); /* a long line that arrived whole in one read */
+            else if (!skipping)
+                on_line(a, s, buf + start, i - start);
             skipping = false;
             start = i + 1;
         }

@@ -106,7 +106,7 @@ void state_default_name(double epoch, char out[64]);
 
 /* ---- progress bar (state_progress.c), for the CLI on stderr --------------------
  * Pass state_bar_progress as opts.progress and the bar as progress_ctx:
- *   import [#########...........]  45% 45000/100000 rows
+ *   import [#########...........] 45% 45000/100000 rows
  * On a terminal the line is redrawn in place (at most every 50 ms and on
  * every percent); otherwise a line is printed every 10 %. */
 typedef struct state_bar {

@@ -2,8 +2,8 @@
  * state_progress.c - the progress bar `persona-mcp export` and `import`
  * draw on stderr (state.h):
  *
- *   export [##############................]  47% 47000/100000 rows
- *   verify [##############################] 100% 251.3/251.3 MB
+ *   export [##############................] 47% 47000/100000 rows
+ *   verify [##############################] 100% 251.3/251.3 MB   (kB below 1 MB)
  *
  * state_bar_format() only formats, so it can be tested. state_bar_progress()
  * is a state_progress_fn: on a terminal it redraws one line in place with
@@ -42,9 +42,11 @@ int state_bar_format(char *buf, size_t n, const char *phase, uint64_t done, uint
     bar[width] = 0;
     bool bytes = phase && strcmp(phase, "verify") == 0;
     const char *sep = phase && *phase ? " " : "";
-    if (bytes)
-        return snprintf(buf, n, "%s%s[%s] %d%% %.1f/%.1f MB", phase, sep, bar, pct,
-                        (double)done / 1e6, (double)total / 1e6);
+    if (bytes) {
+        double unit = total >= 1000000 ? 1e6 : 1e3;
+        return snprintf(buf, n, "%s%s[%s] %d%% %.1f/%.1f %s", phase, sep, bar, pct,
+                        (double)done / unit, (double)total / unit, unit > 1e3 ? "MB" : "kB");
+    }
     return snprintf(buf, n, "%s%s[%s] %d%% %" PRIu64 "/%" PRIu64 " rows", phase ? phase : "", sep,
                     bar, pct, done, total);
 }

@@ -9,7 +9,9 @@ import asyncio
 import datetime
 import time
 
-from conftest import RECV_TIMEOUT, assert_error, assert_success
+import websockets
+
+from conftest import RECV_TIMEOUT, assert_error, assert_success, run
 
 INVALID_PARAMS = -32602
 NO_ACTIVE_PERSONA = -32001
@@ -118,3 +120,21 @@ def parse_iso(text):
 
 def epoch(text):
     return parse_iso(text).timestamp()
+
+
+def srun(srv, coro):
+    """conftest.run() for a test driving `srv`: when the connection drops or the server is
+    gone, the failure carries the server's exit status and log tail (a crash or an ASan report
+    would otherwise show only as a closed connection)."""
+    try:
+        return run(coro)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        dropped = isinstance(e, (websockets.ConnectionClosed, ConnectionError, EOFError))
+        gone = srv.proc is not None and srv.proc.poll() is not None
+        if not (dropped or gone):
+            raise
+        state = f"exited with {srv.proc.returncode}" if gone else "still running"
+        raise AssertionError(f"{type(e).__name__}: {e}\nserver {state}; log tail:\n"
+                             f"{srv.log_tail(40)}") from e

@@ -8,7 +8,6 @@ Every wait is bounded. Teardown sends SIGTERM and requires exit code 0.
 
 import json
 import math
-import os
 import signal
 import socket
 import subprocess

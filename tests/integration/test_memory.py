@@ -17,9 +17,10 @@ import uuid
 
 import websockets
 
-from conftest import Conn, assert_error, run, unique_name
+from conftest import Conn, assert_error, unique_name
 from memhelpers import (INVALID_PARAMS, MEMORY_ERROR, NO_ACTIVE_PERSONA, epoch, expect_error,
-                        ids, pipeline, results, search, seeded_ids, stats, store, wait_for)
+                        ids, pipeline, results, search, seeded_ids, srun, stats, store,
+                        wait_for)
 
 SEARCH_ITEM_KEYS = {"id", "content", "memory_type", "importance", "emotional_valence",
                     "related_personas", "visibility", "created_at", "accessed_count"}
@@ -103,7 +104,7 @@ def test_store_defaults_and_returned_fields(server):
             assert m["related_personas"] == ["kira", "someone else"]
             assert (await stats(c, p))["total_memories"] == 2
 
-    run(body())
+    srun(server, body())
 
 
 def test_store_any_persona_id_string_and_current_persona(server):
@@ -133,7 +134,7 @@ def test_store_any_persona_id_string_and_current_persona(server):
             # the literal "aria" is its own memory space, not Aria's
             assert (await stats(c, names["Aria"])) == {"total_memories": 0}
 
-    run(body())
+    srun(server, body())
 
 
 # §6.1 test vectors (HEAD formula; the user-chat context adds nothing to these texts).
@@ -182,13 +183,14 @@ def test_auto_importance(server):
             assert approx(res["memories"][0]["importance"], b, 1e-3), res
 
             # §12 item 25: memory-type multipliers are applied (routine 0.6 < trauma 1.6)
-            rr = await store(c, nobody, "The bridge collapsed under the wagon", memory_type="routine")
+            rr = await store(c, nobody, "The bridge collapsed under the wagon",
+                             memory_type="routine")
             rt = await store(c, nobody, "The bridge collapsed under the cart", memory_type="trauma")
             got = {m["id"]: m["importance"] for m in
                    (await search(c, nobody, "bridge collapsed", n_results=20))["memories"]}
             assert got[rt["memory_id"]] > got[rr["memory_id"]], got
 
-    run(body())
+    srun(server, body())
 
 
 def test_auto_importance_matches_spec_vectors(server):
@@ -208,7 +210,7 @@ def test_auto_importance_matches_spec_vectors(server):
                         bad.append(f"{text!r} as {who}: expected {want}, got {got['importance']}")
             assert not bad, "\n".join(bad)
 
-    run(body())
+    srun(server, body())
 
 
 def test_store_validation(server):
@@ -237,7 +239,7 @@ def test_store_validation(server):
                 assert err["message"], params
             assert (await stats(c, p)) == {"total_memories": 0}, "a rejected store left a row"
 
-    run(body())
+    srun(server, body())
 
 
 def test_metadata_kept_apart_from_reserved_fields(server):
@@ -269,7 +271,7 @@ def test_metadata_kept_apart_from_reserved_fields(server):
             shared = await c.result("memory.shared_stats")
             assert shared["shared_memory_statistics"]["public_memories"] == 0
 
-    run(body())
+    srun(server, body())
 
 
 def test_duplicates_not_stored_twice(server):
@@ -296,7 +298,7 @@ def test_duplicates_not_stored_twice(server):
             assert near["duplicate"] is False
             assert (await stats(c, p))["total_memories"] == 2
 
-    run(body())
+    srun(server, body())
 
 
 # --- memory.store_batch -----------------------------------------------------------------------
@@ -352,7 +354,7 @@ def test_store_batch_100(server):
             assert res["stored"] == 1
             assert (await stats(c, p))["total_memories"] == 101
 
-    run(body())
+    srun(server, body())
 
 
 def test_store_batch_validation_is_all_or_nothing(server):
@@ -387,7 +389,7 @@ def test_store_batch_validation_is_all_or_nothing(server):
             assert res["stored"] == 10
             assert (await stats(c, p))["total_memories"] == 10
 
-    run(body())
+    srun(server, body())
 
 
 # --- memory.search ---------------------------------------------------------------------------
@@ -428,7 +430,7 @@ def test_search_ranks_word_overlap_first(server):
             res = await search(c, p, "zzqx vrwplk", n_results=8)
             assert all(m["similarity"] < 0.5 for m in res["memories"]), res
 
-    run(body())
+    srun(server, body())
 
 
 def test_search_n_results_and_limit_alias(server):
@@ -447,7 +449,7 @@ def test_search_n_results_and_limit_alias(server):
             empty = await search(c, pid(), "story")
             assert empty["memories"] == [] and empty["result_count"] == 0
 
-    run(body())
+    srun(server, body())
 
 
 def test_search_filters_combine(server):
@@ -501,7 +503,7 @@ def test_search_filters_combine(server):
             assert all(m["memory_type"] == "story" and m["importance"] >= 0.5
                        for m in res["memories"])
 
-    run(body())
+    srun(server, body())
 
 
 def test_hybrid_search_returns_keyword_match(server):
@@ -540,7 +542,7 @@ def test_hybrid_search_returns_keyword_match(server):
             res = await search(c, p, "quixotrel", n_results=3, hybrid=True, visibility="public")
             assert res["memories"] == []
 
-    run(body())
+    srun(server, body())
 
 
 def test_client_supplied_embeddings(server):
@@ -586,7 +588,7 @@ def test_client_supplied_embeddings(server):
                 await expect_error(c, "memory.store", {"persona_id": p, "content": "bad vec",
                                                        "embedding": bad}, INVALID_PARAMS)
 
-    run(body())
+    srun(server, body())
 
 
 def test_accessed_count_recorded(server):
@@ -621,7 +623,7 @@ def test_accessed_count_recorded(server):
             assert ids(res["memories"]) == [b["memory_id"]]
             assert res["memories"][0]["accessed_count"] == 0
 
-    run(body())
+    srun(server, body())
 
 
 def test_created_at_is_store_time(server):
@@ -641,7 +643,7 @@ def test_created_at_is_store_time(server):
             res2 = await search(c, p, "comet eastern hills")
             assert res2["memories"][0]["created_at"] == res1["memories"][0]["created_at"]
 
-    run(body())
+    srun(server, body())
 
 
 # --- memory.update / memory.delete --------------------------------------------------------------
@@ -703,7 +705,7 @@ def test_update_changes_ranking_and_fields(server):
             assert approx(res["memories"][0]["importance"], 0.9), "a rejected update applied"
             assert res["memories"][0]["visibility"] == "public"
 
-    run(body())
+    srun(server, body())
 
 
 def test_delete(server):
@@ -732,7 +734,7 @@ def test_delete(server):
             back = await store(c, p, "The harbor bell cracked in the frost")
             assert back["duplicate"] is False and back["memory_id"] != gone["memory_id"]
 
-    run(body())
+    srun(server, body())
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -766,7 +768,7 @@ def test_stats_fields_and_values(server):
             assert (await c.result("persona.status", {}))["memory_stats"] == st
             assert (await c.result("memory.stats", {})) == st
 
-    run(body())
+    srun(server, body())
 
 
 def test_stats_high_importance_threshold_is_inclusive(server):
@@ -783,7 +785,7 @@ def test_stats_high_importance_threshold_is_inclusive(server):
             st = await stats(c, p)
             assert st["high_importance_count"] == 2, st
 
-    run(body())
+    srun(server, body())
 
 
 def test_stats_reports_calculation_time(server):
@@ -798,7 +800,7 @@ def test_stats_reports_calculation_time(server):
             assert isinstance(st["stats_calculation_time_ms"], (int, float))
             assert st["stats_calculation_time_ms"] >= 0
 
-    run(body())
+    srun(server, body())
 
 
 def test_persona_memory_legacy(server):
@@ -829,7 +831,7 @@ def test_persona_memory_legacy(server):
             async with Conn(server.url) as c2:
                 await expect_error(c2, "persona.memory", {"query": "song"}, NO_ACTIVE_PERSONA)
 
-    run(body())
+    srun(server, body())
 
 
 # --- cross-persona ------------------------------------------------------------------------------
@@ -913,7 +915,7 @@ def test_search_cross_persona_visibility_and_ranking(server):
             assert theirs["private"]["memory_id"] not in seen_ids
             assert mine["shared"]["memory_id"] in seen_ids
 
-    run(body())
+    srun(server, body())
 
 
 def test_search_cross_persona_cap_and_errors(server):
@@ -950,7 +952,7 @@ def test_search_cross_persona_cap_and_errors(server):
             assert res["requesting_persona"] == names["Kira"]
             assert len(res["memories"]) == 10
 
-    run(body())
+    srun(server, body())
 
 
 def test_shared_stats(server):
@@ -976,7 +978,7 @@ def test_shared_stats(server):
             assert s["by_persona"][p1] == {"shared": 2, "public": 1, "cross_references": 2}
             assert s["by_persona"][p2] == {"shared": 0, "public": 1, "cross_references": 1}
 
-    run(body())
+    srun(server, body())
 
 
 # --- bad parameters ------------------------------------------------------------------------------
@@ -1066,10 +1068,10 @@ def test_bad_params_every_memory_method(server):
             assert res["memories"][0]["id"] == real
             assert res["memories"][0]["visibility"] == "private"
 
-    run(body())
+    srun(server, body())
 
 
-# --- restart, crash, persona deletion --------------------------------------------------------------
+# --- restart, crash, persona deletion ----------------------------------------------------------
 
 
 def test_restart_every_memory_searchable_at_once(server):
@@ -1087,7 +1089,7 @@ def test_restart_every_memory_searchable_at_once(server):
             shared = (await c.result("memory.shared_stats"))["shared_memory_statistics"]
             return names, big, items, big_ids, aria, lit, before, shared
 
-    names, big, items, big_ids, aria, lit, before, shared = run(body_before())
+    names, big, items, big_ids, aria, lit, before, shared = srun(server, body_before())
     server.restart()
 
     async def body_after():
@@ -1111,7 +1113,7 @@ def test_restart_every_memory_searchable_at_once(server):
             pm = await c.result("persona.memory", {"limit": 10})
             assert pm["total_found"] == 4
 
-    run(body_after())
+    srun(server, body_after())
 
 
 BURST_CONNS = 6
@@ -1188,7 +1190,7 @@ async def store_burst(srv, kill_after):
 
 
 def test_kill9_during_store_burst_loses_no_acknowledged_memory(server):
-    acked, sent, in_flight = run(store_burst(server, kill_after=1.0))
+    acked, sent, in_flight = srun(server, store_burst(server, kill_after=1.0))
     server.wait_exit()
     assert acked, "no store was acknowledged before the kill"
     assert in_flight > 0, "the kill did not land mid-burst"
@@ -1216,7 +1218,7 @@ def test_kill9_during_store_burst_loses_no_acknowledged_memory(server):
             assert not missing, f"{len(missing)} of {len(want)} acknowledged memories " \
                                 f"not found after kill -9, e.g. {missing[:3]}"
 
-    run(verify())
+    srun(server, verify())
 
 
 def test_persona_delete_removes_its_memories(server):
@@ -1245,7 +1247,7 @@ def test_persona_delete_removes_its_memories(server):
             assert g not in sh["by_persona"] and sh["public_memories"] == 0
             await expect_error(c, "memory.delete", {"memory_id": mids[0]}, MEMORY_ERROR)
 
-    run(body())
+    srun(server, body())
     server.restart()
 
     async def after():
@@ -1254,4 +1256,4 @@ def test_persona_delete_removes_its_memories(server):
             assert sh["shared_memories"] == 0 and sh["public_memories"] == 0
             assert sh["by_persona"] == {}
 
-    run(after())
+    srun(server, after())

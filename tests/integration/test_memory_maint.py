@@ -13,9 +13,9 @@ records nothing) to see the accesses.
 
 import time
 
-from conftest import Conn, assert_error, run, unique_name
+from conftest import Conn, assert_error, unique_name
 from memhelpers import (INVALID_PARAMS, NO_ACTIVE_PERSONA, epoch, expect_error, ids, pipeline,
-                        search, seeded_ids, stats, store, wait_for)
+                        search, seeded_ids, srun, stats, wait_for)
 
 PRUNE_ARGS = ["--prune-target", "20", "--prune-threshold", "30"]
 PRUNED_KEYS = {"status", "persona_id", "memories_before", "memories_after", "memories_pruned",
@@ -133,7 +133,7 @@ def test_prune_to_target_protecting_high_importance(server_factory):
             assert forced["status"] == "pruning_completed" and forced["memories_pruned"] == 0
             assert (await stats(c, p))["total_memories"] == 20
 
-    run(body())
+    srun(srv, body())
 
 
 def test_prune_protections_limit_the_count(server_factory):
@@ -188,7 +188,7 @@ def test_prune_protections_limit_the_count(server_factory):
             assert ps["total_memories_pruned"] == 50
             assert set(ps["personas_last_pruned"]) >= {q, r, s}
 
-    run(body())
+    srun(srv, body())
 
 
 def test_prune_not_needed_and_errors(server):
@@ -226,7 +226,7 @@ def test_prune_not_needed_and_errors(server):
             res = await c.result("memory.prune_recommendations", {})
             assert res["persona_id"] == names["Kira"]
 
-    run(body())
+    srun(server, body())
 
 
 def test_prune_all(server_factory):
@@ -260,7 +260,7 @@ def test_prune_all(server_factory):
             again = await c.result("memory.prune_all")
             assert again["personas_processed"] == 0 and again["total_memories_pruned"] == 0
 
-    run(body())
+    srun(srv, body())
 
 
 # --- decay ------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def test_decay_force_persona(server):
                 assert approx(m["importance"], want[m["id"]]), "another persona was decayed"
             return p, want
 
-    p, want = run(body())
+    p, want = srun(server, body())
     server.restart()
 
     async def after():
@@ -317,7 +317,7 @@ def test_decay_force_persona(server):
             for m in got["memories"]:
                 assert approx(m["importance"], want[m["id"]]), (m, want[m["id"]])
 
-    run(after())
+    srun(server, after())
 
 
 def test_decay_force_without_persona_runs_a_global_cycle(server):
@@ -353,7 +353,7 @@ def test_decay_force_without_persona_runs_a_global_cycle(server):
             ds = (await c.result("memory.decay_stats"))["decay_statistics"]
             assert ds["total_decay_cycles"] == 2
 
-    run(body())
+    srun(server, body())
 
 
 def test_decay_start_stop_stats(server_factory):
@@ -387,7 +387,7 @@ def test_decay_start_stop_stats(server_factory):
             # left running: the server must still shut down cleanly (checked at teardown)
             await c.result("memory.decay_start")
 
-    run(body())
+    srun(srv, body())
 
     # --decay starts the loop at boot; mode and interval come from the command line
     srv2 = server_factory(args=["--decay", "--decay-mode", "linear",
@@ -402,7 +402,7 @@ def test_decay_start_stop_stats(server_factory):
             assert res["mode"] == "linear" and res["interval_hours"] == 2
             assert res.get("already_running", True) is True
 
-    run(boot())
+    srun(srv2, boot())
 
 
 def test_maint_bad_params(server):
@@ -443,4 +443,4 @@ def test_maint_bad_params(server):
             ds = (await c.result("memory.decay_stats"))["decay_statistics"]
             assert "total_decay_cycles" not in ds
 
-    run(body())
+    srun(server, body())

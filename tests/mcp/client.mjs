@@ -11,7 +11,7 @@
 // --steps JSON (an array), and prints one JSON document on stdout:
 //
 //   {ok, error?, protocolVersion, serverInfo, capabilities, instructions,
-//    sessionId, steps: [{op, ok, result?, error?: {code, message, status?},
+//    sessionId, steps: [{op, ok, ms, result?, error?: {code, message, status?},
 //    progress?: [...]}], notifications: [...], serverRequests: [...],
 //    stderr?}
 //
@@ -25,8 +25,10 @@
 //   notify    method, params        a notification
 //   terminate                       HTTP: DELETE the session
 //   sleep     ms
-// A string "{{N:path.to.value}}" anywhere in a step is replaced by that value of
-// step N's record, e.g. "{{1:result.structuredContent.persona_id}}".
+//   fetch     url                   GET a JSON document (e.g. the fake LLM's stats)
+// "{{N:path.to.value}}" in a step's strings is replaced by that value of step N's
+// record, e.g. "{{1:result.structuredContent.persona_id}}" (a whole-string reference
+// keeps the value's JSON type; inside a longer string it is interpolated).
 //
 // Options: --sample TEXT (declare sampling and answer sampling/createMessage with
 // TEXT), --elicit JSON (declare elicitation and accept with JSON content),
@@ -154,16 +156,18 @@ if (opts.url) {
   };
 }
 
-// "{{N:a.b.0.c}}" as a whole string value in a step stands for that path in the
-// record of step N (e.g. an id an earlier call returned).
+function lookup(n, keys, text) {
+  let x = out.steps[Number(n)];
+  for (const k of keys.split('.')) x = x == null ? undefined : x[k];
+  if (x === undefined) throw new Error(`unresolved reference ${text}`);
+  return x;
+}
+
 function resolveRefs(v) {
   if (typeof v === 'string') {
-    const m = /^\{\{(\d+):([^}]*)\}\}$/.exec(v);
-    if (!m) return v;
-    let x = out.steps[Number(m[1])];
-    for (const k of m[2].split('.')) x = x == null ? undefined : x[k];
-    if (x === undefined) throw new Error(`unresolved reference ${v}`);
-    return x;
+    const whole = /^\{\{(\d+):([^}]*)\}\}$/.exec(v);
+    if (whole) return lookup(whole[1], whole[2], v);
+    return v.replace(/\{\{(\d+):([^}]*)\}\}/g, (m, n, keys) => String(lookup(n, keys, m)));
   }
   if (Array.isArray(v)) return v.map(resolveRefs);
   if (v && typeof v === 'object') {
@@ -175,6 +179,13 @@ function resolveRefs(v) {
 }
 
 async function runStep(rawStep) {
+  const t0 = Date.now();
+  const rec = await runStepInner(rawStep);
+  rec.ms = Date.now() - t0;
+  return rec;
+}
+
+async function runStepInner(rawStep) {
   const rec = { op: rawStep.op, ok: false };
   let step;
   try {
@@ -230,6 +241,13 @@ async function runStep(rawStep) {
         rec.sessionId = transport.sessionId;
         await transport.terminateSession();
         break;
+      case 'fetch': {
+        // GET a JSON document (e.g. the fake LLM's /_fake/stats) between steps.
+        const r = await fetch(step.url);
+        rec.status = r.status;
+        rec.result = await r.json();
+        break;
+      }
       case 'sleep':
         await new Promise((r) => setTimeout(r, step.ms || 0));
         break;

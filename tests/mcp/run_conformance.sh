@@ -17,7 +17,7 @@ bin=${1:?usage: run_conformance.sh BIN WORKDIR [conformance options...]}
 work=${2:?usage: run_conformance.sh BIN WORKDIR [conformance options...]}
 shift 2
 
-"$here/npm_deps.sh" "$work/deps" || exit $?
+sh "$here/npm_deps.sh" "$work/deps" || exit $?
 deps=$(cd "$work/deps" && pwd)
 
 run=$(mktemp -d "${TMPDIR:-/tmp}/pmcp-conformance.XXXXXX")

@@ -801,8 +801,7 @@ static rpc_where where_of(fx *f, const char *json)
 static void test_method_table(void **state)
 {
     fx *f = *state;
-    static const char *const inline_methods[] = {"persona.list", "persona.switch",
-                                                 "system.status"};
+    static const char *const inline_methods[] = {"persona.list", "persona.switch", "system.status"};
     static const char *const worker_methods[] = {"persona.create", "persona.delete"};
     char req[160];
     for (size_t i = 0; i < sizeof inline_methods / sizeof inline_methods[0]; i++) {

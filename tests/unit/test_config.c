@@ -446,7 +446,16 @@ static void test_positional_argument_rejected(void **state)
 {
     (void)state;
     loaded *l = LOAD("serve");
-    expect_err(l, "unexpected argument 'serve'");
+    expect_err(l, "unknown command 'serve' (reembed, export, import)");
+    free(l);
+    l = LOAD("export");
+    expect_err(l, "export needs a FILE argument");
+    free(l);
+    l = LOAD("export", "/tmp/x.jsonl", "--port", "7");
+    expect_ok(l);
+    assert_string_equal(l->c.command, "export");
+    assert_string_equal(l->c.command_arg, "/tmp/x.jsonl");
+    assert_int_equal(l->c.port, 7);
     free(l);
     l = LOAD("--port", "1", "extra");
     expect_err(l, "unexpected argument 'extra'");

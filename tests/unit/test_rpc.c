@@ -194,8 +194,9 @@ static void test_jsonrpc_member_is_required(void **state)
     EXPECT_RESPONSE("{\"method\":\"echo\",\"params\":{},\"id\":6,\"extra\":[1]}",
                     "{\"jsonrpc\":\"2.0\",\"error\":{\"code\":-32600,\"message\":\"Invalid "
                     "Request: jsonrpc \\\"2.0\\\" is required\"},\"id\":6}");
-    EXPECT_RESPONSE("{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{},\"id\":6,\"extra\":[1]}",
-                    "{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":6}");
+    EXPECT_RESPONSE(
+        "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{},\"id\":6,\"extra\":[1]}",
+        "{\"jsonrpc\":\"2.0\",\"result\":{},\"id\":6}");
 }
 
 /* ---- ids ----------------------------------------------------------------- */

@@ -821,6 +821,8 @@ static void test_progress_bar(void **state)
     assert_string_equal(buf, "import [####] 100% 0/0 rows");
     state_bar_format(buf, sizeof buf, "verify", 2500000, 10000000, 4);
     assert_string_equal(buf, "verify [#...] 25% 2.5/10.0 MB");
+    state_bar_format(buf, sizeof buf, "verify", 6513, 6513, 4);
+    assert_string_equal(buf, "verify [####] 100% 6.5/6.5 kB");
     /* Not a terminal: one line per 10 %. */
     char *text = NULL;
     size_t len = 0;
