@@ -117,7 +117,7 @@ const memories = new Map(); // persona_id -> rows
 }
 
 function result(obj) {
-  return { content: [{ type: 'text', text: JSON.stringify(obj) }], structuredContent: obj };
+  return { content: [{ type: 'text', text: JSON.stringify(obj) }], structuredContent: obj, isError: false };
 }
 function fail(msg) {
   return { content: [{ type: 'text', text: msg }], isError: true };

@@ -13,6 +13,9 @@ TEST_PKGS=(libcmocka-dev python3 python3-websockets python3-pytest python3-ujson
 
 want=("${BUILD_PKGS[@]}")
 [ "$kind" = asan ] && want+=("${TEST_PKGS[@]}")
+# The MCP tests need npm (it fetches the official SDK, the conformance suite and a
+# Node 22 binary into the build directory). Debian's nodejs + npm unless some npm exists.
+[ "$kind" = asan ] && ! command -v npm >/dev/null 2>&1 && want+=(nodejs npm)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

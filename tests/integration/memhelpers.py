@@ -100,8 +100,13 @@ async def search(conn, persona_id, query, **fields):
     return await conn.result("memory.search", params)
 
 
+def without_timing(st):
+    """memory.stats minus stats_calculation_time_ms, which differs on every call."""
+    return {k: v for k, v in st.items() if k != "stats_calculation_time_ms"}
+
+
 async def stats(conn, persona_id):
-    return await conn.result("memory.stats", {"persona_id": persona_id})
+    return without_timing(await conn.result("memory.stats", {"persona_id": persona_id}))
 
 
 def ids(memories, key="id"):

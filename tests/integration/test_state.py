@@ -23,6 +23,7 @@ import shutil
 import time
 
 from conftest import Conn, assert_error, run, unique_name
+from memhelpers import without_timing
 from memhelpers import INVALID_PARAMS, results
 
 SAVE_TIMEOUT = 300.0
@@ -88,7 +89,7 @@ async def snapshot(c, pids):
     out["searchc"] = await c.result("memory.search", {"persona_id": "client-a",
                                                       "embedding": client_vec(3),
                                                       "n_results": 15})
-    out["stats"] = await c.result("memory.stats", {"persona_id": "client-b"})
+    out["stats"] = without_timing(await c.result("memory.stats", {"persona_id": "client-b"}))
     return out
 
 
@@ -264,7 +265,7 @@ def test_state_100k_memories(server_factory):
                 want.append(await c.result("memory.search", {
                     "persona_id": f"big-{p}", "query": f"{words[p]} {words[p + 3]} meadow",
                     "n_results": 25, "hybrid": p % 2 == 1}))
-            want.append(await c.result("memory.stats", {"persona_id": "big-0"}))
+            want.append(without_timing(await c.result("memory.stats", {"persona_id": "big-0"})))
         copy_state(a, b, "big.jsonl")
         t1 = time.monotonic()
         async with Conn(b.url) as c:
@@ -277,7 +278,7 @@ def test_state_100k_memories(server_factory):
                 got.append(await c.result("memory.search", {
                     "persona_id": f"big-{p}", "query": f"{words[p]} {words[p + 3]} meadow",
                     "n_results": 25, "hybrid": p % 2 == 1}))
-            got.append(await c.result("memory.stats", {"persona_id": "big-0"}))
+            got.append(without_timing(await c.result("memory.stats", {"persona_id": "big-0"})))
         for i, (w, g) in enumerate(zip(want, got)):
             assert w == g, f"result {i} differs after the 100k round trip"
         assert all(len(w["memories"]) == 25 for w in want[:-1])
