@@ -72,7 +72,9 @@ async def snapshot(c, pids):
     """Everything compared between the two servers. Each search runs once per persona."""
     out = {"list": await c.result("persona.list")}
     for p in pids:
-        out[f"status {p}"] = await c.result("persona.status", {"persona_id": p})
+        status = await c.result("persona.status", {"persona_id": p})
+        status["memory_stats"] = without_timing(status["memory_stats"])
+        out[f"status {p}"] = status
     out["rel"] = await c.result("relationship.get", {"persona1_id": pids[0],
                                                      "persona2_id": pids[1]})
     out["emo"] = await c.result("emotional.get_state", {"persona_id": pids[2]})
