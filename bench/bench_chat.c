@@ -102,7 +102,7 @@ static double server_cpu(void)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* ---- samples --------------------------------------------------------------------------- */
+/* ---- samples -------------------------------------------------------------------------- */
 
 typedef struct samples {
     double *v;
@@ -132,7 +132,7 @@ static double pct(samples *s, double q)
     return s->v[(size_t)(q * (double)(s->n - 1) + 0.5)];
 }
 
-/* ---- token stamps ------------------------------------------------------------------------ */
+/* ---- token stamps --------------------------------------------------------------------- */
 
 /* A stamped token's text (" 1732537363.812345", perhaps JSON-escaped) -> seconds. */
 static double stamp_of(const char *p, const char *e)
@@ -145,7 +145,7 @@ static double stamp_of(const char *p, const char *e)
     return n ? strtod(tmp, NULL) : -1;
 }
 
-/* ---- one stream's bookkeeping ---------------------------------------------------------------- */
+/* ---- one stream's bookkeeping --------------------------------------------------------- */
 
 typedef struct stream {
     int index;
@@ -178,7 +178,7 @@ static void on_token(stream *s, double stamp, uint64_t t, double wall)
     add(&g_relay, wall - stamp);
 }
 
-/* ---- HTTP/1.1 streaming client for the fake -------------------------------------------------- */
+/* ---- HTTP/1.1 streaming client for the fake ------------------------------------------- */
 
 enum { H_CONNECTING, H_SENDING, H_HEAD, H_CHUNK_SIZE, H_CHUNK_DATA, H_CHUNK_CRLF, H_IDLE, H_DEAD };
 
@@ -438,7 +438,7 @@ static double json_num_field(const char *json, const char *key)
     return p ? strtod(p + strlen(k), NULL) : -1;
 }
 
-/* ---- WebSocket side ---------------------------------------------------------------------- */
+/* ---- WebSocket side ------------------------------------------------------------------- */
 
 static ws_client g_cl;
 static stream *g_streams;
@@ -560,7 +560,7 @@ static bool stream_done(void *arg)
     return s->done || s->failed;
 }
 
-/* ---- ttft ------------------------------------------------------------------------------------ */
+/* ---- ttft ----------------------------------------------------------------------------- */
 
 /* Replace the first occurrence of `from` in the JSON text with `to` (same length). */
 static void replace_nonce(char *text, const char *from, const char *to)
@@ -709,7 +709,7 @@ static int mode_ttft(void)
     return bad ? 1 : 0;
 }
 
-/* ---- relay per token, and server CPU per token ----------------------------------------------- */
+/* ---- relay per token, and server CPU per token ---------------------------------------- */
 
 typedef struct batch_arg {
     stream *s;
@@ -812,7 +812,7 @@ static int mode_cpu(void)
     return bad ? 1 : 0;
 }
 
-/* ---- many concurrent streams --------------------------------------------------------------- */
+/* ---- many concurrent streams ---------------------------------------------------------- */
 
 static void fake_stats(const char *prefix)
 {
@@ -985,7 +985,7 @@ static int mode_streams(bool direct)
     return failed ? 1 : 0;
 }
 
-/* ---- main --------------------------------------------------------------------------------- */
+/* ---- main ----------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
@@ -1071,10 +1071,10 @@ int main(int argc, char **argv)
     bool need_pmcp = strcmp(opt.mode, "fake-streams") != 0;
     if (opt.fake_port <= 0 || (need_pmcp && (opt.pmcp_port <= 0 || !opt.persona)) || opt.n < 1 ||
         opt.n > 100000 || opt.streams < 1 || opt.streams > 20000 || opt.conns < 1 ||
-        opt.conns > opt.streams || opt.tokens < 1 || opt.tokens > MAX_TOKENS - 8 ||
-        opt.delay_ms < 0 || opt.delay_ms > 10000 || opt.first_token_ms < 0 ||
-        opt.first_token_ms > 10000 || opt.ramp_ms < 0 || opt.ramp_ms > 600000 || opt.warmup < 0 ||
-        optind != argc) {
+        (!strcmp(opt.mode, "streams") && opt.conns > opt.streams) || opt.tokens < 1 ||
+        opt.tokens > MAX_TOKENS - 8 || opt.delay_ms < 0 || opt.delay_ms > 10000 ||
+        opt.first_token_ms < 0 || opt.first_token_ms > 10000 || opt.ramp_ms < 0 ||
+        opt.ramp_ms > 600000 || opt.warmup < 0 || optind != argc) {
         usage(stderr);
         return 2;
     }

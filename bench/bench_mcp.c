@@ -4,7 +4,7 @@
  * server in bench/mcp_peer_server.mjs), so both are driven by the same client.
  *
  *   bench_mcp http  --port P [--path /mcp] --tool NAME --args JSON [--conns C]
- *                   [--seconds S] [--warmup S] [--seed N]
+ *                   [--seconds S] [--warmup S] [--seed N] [--pid SERVER_PID]
  *   bench_mcp stdio --tool NAME --args JSON [--inflight P] [--seconds S] [--warmup S]
  *                   [--seed N] -- COMMAND ARGS...
  *
@@ -26,7 +26,9 @@
  *
  * A call counts as good when its JSON-RPC response has the request's id and a result
  * without "isError":true. Latencies are raw samples; percentiles are exact. The last line is
- * "RESULT key=value ...". Exit 0 when no call failed, 1 otherwise, 2 on bad usage.
+ * "RESULT key=value ...", with the server's CPU time per call over the load (from
+ * /proc/PID/stat: --pid for HTTP, the child for stdio). Exit 0 when no call failed, 1 otherwise, 2
+ * on bad usage.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,7 +58,7 @@
 
 static struct {
     const char *mode, *path, *tool, *args;
-    int port, conns, inflight, seed;
+    int port, conns, inflight, seed, pid;
     double seconds, warmup;
     char **command;
 } opt = {.path = "/mcp", .conns = 1, .inflight = 1, .seconds = 5, .warmup = 1};
@@ -80,7 +82,7 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- buffers --------------------------------------------------------------------------- */
+/* ---- buffers -------------------------------------------------------------------------- */
 
 typedef struct buf {
     char *d;
@@ -119,7 +121,7 @@ static void putf(buf *b, const char *fmt, ...)
     b->len += (size_t)k;
 }
 
-/* ---- requests ------------------------------------------------------------------------------ */
+/* ---- requests ------------------------------------------------------------------------- */
 
 static char g_persona[128] = "";
 static uint64_t g_next_id = 100;
@@ -170,12 +172,32 @@ static bool good_result(const char *p, size_t n)
     return memmem(p, n, "\"result\"", 8) && !memmem(p, n, "\"isError\":true", 14);
 }
 
-/* ---- statistics ------------------------------------------------------------------------------ */
+/* utime + stime of a process (all threads), seconds; -1 when unknown. */
+static double proc_cpu(int pid)
+{
+    if (pid <= 0) return -1;
+    char path[64], b[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(b, 1, sizeof b - 1, f);
+    fclose(f);
+    b[n] = 0;
+    char *p = strrchr(b, ')');
+    unsigned long long ut = 0, stt = 0;
+    if (!p ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stt) != 2)
+        return -1;
+    return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* ---- statistics ----------------------------------------------------------------------- */
 
 static struct {
     uint64_t *v;
     size_t n, cap;
-    uint64_t calls, errors, reconnects, total;
+    uint64_t calls, errors, reconnects, total, total_at_start;
+    double cpu0, cpu1;
     uint64_t measure_start, measure_end;
     bool reported;
 } st;
@@ -213,8 +235,7 @@ static double pct_us(double q)
     return (double)st.v[(size_t)(q * (double)(st.n - 1) + 0.5)] / 1000.0;
 }
 
-/* ---- HTTP -------------------------------------------------------------------------------------
- */
+/* ---- HTTP ----------------------------------------------------------------------------- */
 
 enum { HC_CLOSED, HC_CONNECTING, HC_SENDING, HC_HEAD, HC_BODY, HC_IDLE };
 enum { FR_LENGTH, FR_CHUNKED, FR_CLOSE };
@@ -663,8 +684,7 @@ static void sio_sync(const char *json, uint64_t id)
     if (!g_sync_got) die("no answer to %.80s", json);
 }
 
-/* ---- shared set-up ------------------------------------------------------------------------------
- */
+/* ---- shared set-up -------------------------------------------------------------------- */
 
 static const char *INIT = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{"
                           "\"protocolVersion\":\"" PROTO_WANT "\",\"capabilities\":{},"
@@ -742,8 +762,7 @@ static void seed(exchange_fn ex, void *ctx)
     free(b.d);
 }
 
-/* ---- drivers -----------------------------------------------------------------------------------
- */
+/* ---- drivers -------------------------------------------------------------------------- */
 
 static buf g_call;
 
@@ -793,6 +812,8 @@ static int run_http(void)
     }
     st.reconnects = 0;
     g_done = load_done;
+    st.total_at_start = st.total;
+    st.cpu0 = proc_cpu(opt.pid);
     uint64_t t0 = now_ns();
     st.measure_start = t0 + (uint64_t)(opt.warmup * 1e9);
     st.measure_end = st.measure_start + (uint64_t)(opt.seconds * 1e9);
@@ -809,6 +830,7 @@ static int run_http(void)
         if (!any || t >= hard_end) break;
         hc_loop_once(10);
     }
+    st.cpu1 = proc_cpu(opt.pid);
     for (int i = 0; i < C; i++)
         if (g_hc[i].busy) st.errors++;
     return 0;
@@ -855,6 +877,9 @@ static int run_stdio(void)
     sio_send(INITIALIZED, strlen(INITIALIZED));
     read_persona(stdio_exchange, NULL);
     if (opt.seed) seed(stdio_exchange, NULL);
+    opt.pid = (int)g_child;
+    st.total_at_start = st.total;
+    st.cpu0 = proc_cpu(opt.pid);
     uint64_t t0 = now_ns();
     st.measure_start = t0 + (uint64_t)(opt.warmup * 1e9);
     st.measure_end = st.measure_start + (uint64_t)(opt.seconds * 1e9);
@@ -866,6 +891,7 @@ static int run_stdio(void)
         if ((t >= st.measure_end && g_outstanding == 0) || t >= hard_end) break;
         sio_poll(10, load_line);
     }
+    st.cpu1 = proc_cpu(opt.pid);
     st.errors += (uint64_t)g_outstanding;
     close(g_in);
     int status = 0;
@@ -878,30 +904,25 @@ static int run_stdio(void)
     return 0;
 }
 
-/* ---- main --------------------------------------------------------------------------------------
- */
+/* ---- main ----------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: bench_mcp http --port P [--path /mcp] --tool NAME --args JSON [--conns C]\n"
-               "                 [--seconds S] [--warmup S] [--seed N]\n"
+               "                 [--seconds S] [--warmup S] [--seed N] [--pid SERVER_PID]\n"
                "       bench_mcp stdio --tool NAME --args JSON [--inflight P] [--seconds S]\n"
                "                 [--warmup S] [--seed N] -- COMMAND ARGS...\n");
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option longs[] = {{"port", required_argument, 0, 'p'},
-                                          {"path", required_argument, 0, 'u'},
-                                          {"tool", required_argument, 0, 't'},
-                                          {"args", required_argument, 0, 'a'},
-                                          {"conns", required_argument, 0, 'c'},
-                                          {"inflight", required_argument, 0, 'i'},
-                                          {"seconds", required_argument, 0, 's'},
-                                          {"warmup", required_argument, 0, 'w'},
-                                          {"seed", required_argument, 0, 'S'},
-                                          {"help", no_argument, 0, 'h'},
-                                          {0, 0, 0, 0}};
+    static const struct option longs[] = {
+        {"port", required_argument, 0, 'p'},    {"path", required_argument, 0, 'u'},
+        {"tool", required_argument, 0, 't'},    {"args", required_argument, 0, 'a'},
+        {"conns", required_argument, 0, 'c'},   {"inflight", required_argument, 0, 'i'},
+        {"seconds", required_argument, 0, 's'}, {"warmup", required_argument, 0, 'w'},
+        {"seed", required_argument, 0, 'S'},    {"pid", required_argument, 0, 'P'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -938,6 +959,9 @@ int main(int argc, char **argv)
         case 'S':
             opt.seed = atoi(optarg);
             break;
+        case 'P':
+            opt.pid = atoi(optarg);
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -960,12 +984,15 @@ int main(int argc, char **argv)
     int rc = http ? run_http() : run_stdio();
     if (st.n) qsort(st.v, st.n, sizeof *st.v, cmp_u64);
     double rps = (double)st.calls / opt.seconds;
+    uint64_t done = st.total - st.total_at_start;
+    double cpu_us =
+        st.cpu0 >= 0 && st.cpu1 >= 0 && done ? (st.cpu1 - st.cpu0) * 1e6 / (double)done : -1;
     printf("RESULT mode=%s tool=%s conns=%d inflight=%d seconds=%.1f calls=%llu rps=%.1f "
            "p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f errors=%llu "
-           "reconnects=%llu total=%llu\n",
+           "reconnects=%llu total=%llu server_cpu_us_per_call=%.1f\n",
            opt.mode, opt.tool, http ? opt.conns : 1, http ? 1 : opt.inflight, opt.seconds,
            (unsigned long long)st.calls, rps, pct_us(0.5), pct_us(0.9), pct_us(0.99), pct_us(0.999),
            st.n ? (double)st.v[st.n - 1] / 1000.0 : 0, (unsigned long long)st.errors,
-           (unsigned long long)st.reconnects, (unsigned long long)st.total);
+           (unsigned long long)st.reconnects, (unsigned long long)st.total, cpu_us);
     return rc || st.errors || !st.calls ? 1 : 0;
 }

@@ -116,7 +116,7 @@ static void die(const char *fmt, ...)
     exit(2);
 }
 
-/* ---- random data ------------------------------------------------------------------- */
+/* ---- random data ---------------------------------------------------------------------- */
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ULL;
 
@@ -188,7 +188,7 @@ static void append_vector(ws_buf *b, const int *q)
     ws_buf_append(b, "]", 1);
 }
 
-/* ---- statistics ------------------------------------------------------------------------ */
+/* ---- statistics ----------------------------------------------------------------------- */
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -203,7 +203,7 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-/* ---- connections --------------------------------------------------------------------- */
+/* ---- connections ---------------------------------------------------------------------- */
 
 static ws_client g_cl;
 
@@ -263,7 +263,7 @@ static bool phase_on(const char *name)
     return false;
 }
 
-/* ---- one measured cell --------------------------------------------------------------- */
+/* ---- one measured cell ---------------------------------------------------------------- */
 
 typedef struct cell {
     double rate, p50, p99, p999; /* rate: responses/s of the median run */
@@ -334,7 +334,7 @@ static cell run_cell(const runspec *s)
     return m;
 }
 
-/* ---- request builders --------------------------------------------------------------------- */
+/* ---- request builders ----------------------------------------------------------------- */
 
 static uint64_t g_unique; /* content counter: every stored text is new */
 
@@ -403,7 +403,7 @@ static bool check_store(void *ud, int conn, uint64_t id, const char *msg, size_t
     return memmem(msg, n, want, (size_t)k) != NULL;
 }
 
-/* ---- (a) the original's table, (b) single stores, (c) batches ------------------------ */
+/* ---- (a) the original's table, (b) single stores, (c) batches ------------------------- */
 
 static void seed_text_persona(ws_conn *c, const char *persona, int rows)
 {
@@ -499,7 +499,7 @@ static void bench_stores(void)
     fflush(stdout);
 }
 
-/* ---- (d) filtered top-10 with recall ------------------------------------------------------ */
+/* ---- (d) filtered top-10 with recall -------------------------------------------------- */
 
 typedef struct knn_persona {
     const char *name;
@@ -756,7 +756,7 @@ static int mode_ops(void)
     return g_failures ? 1 : 0;
 }
 
-/* ---- SQLite peer ------------------------------------------------------------------------ */
+/* ---- SQLite peer ---------------------------------------------------------------------- */
 
 static const char SQL_INSERT[] =
     "INSERT INTO memories (id, persona_id, content, content_hash, memory_type, importance,"
@@ -888,7 +888,7 @@ static int mode_sqlite_peer(void)
     return 0;
 }
 
-/* ---- start-up with a large database ------------------------------------------------------ */
+/* ---- start-up with a large database --------------------------------------------------- */
 
 static pid_t spawn_server(const char *data, const char *portfile, const char *log)
 {
@@ -1260,7 +1260,7 @@ static int mode_startup(void)
     return g_failures ? 1 : 0;
 }
 
-/* ---- main -------------------------------------------------------------------------------- */
+/* ---- main ----------------------------------------------------------------------------- */
 
 static void usage(FILE *f)
 {

@@ -61,7 +61,7 @@ static void die(const char *what)
     exit(2);
 }
 
-/* ---- request construction -------------------------------------------------------------- */
+/* ---- request construction ------------------------------------------------------------- */
 
 static void build_request_prefix(const char *persona)
 {
@@ -93,7 +93,7 @@ static void build_status(void *ud, int conn, uint64_t id, ws_buf *out)
     ws_buf_printf(out, "%llu}", (unsigned long long)id);
 }
 
-/* ---- main ------------------------------------------------------------------------------------ */
+/* ---- main ----------------------------------------------------------------------------- */
 
 static void on_signal(int sig)
 {

@@ -33,7 +33,7 @@
 
 volatile sig_atomic_t ws_stop_requested;
 
-/* ---- small utilities --------------------------------------------------------------- */
+/* ---- small utilities ------------------------------------------------------------------ */
 
 uint64_t ws_now_ns(void)
 {
@@ -111,7 +111,7 @@ void ws_buf_free(ws_buf *b)
     memset(b, 0, sizeof(*b));
 }
 
-/* ---- SHA-1 (FIPS 180-4) and base64, only for Sec-WebSocket-Accept ------------------- */
+/* ---- SHA-1 (FIPS 180-4) and base64, only for Sec-WebSocket-Accept --------------------- */
 
 static uint32_t rol32(uint32_t x, int n)
 {
@@ -204,7 +204,7 @@ static bool self_test_sha1(void)
     return strcmp(b64, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") == 0;
 }
 
-/* ---- client -------------------------------------------------------------------------- */
+/* ---- client --------------------------------------------------------------------------- */
 
 int ws_client_init(ws_client *cl, const char *host, int port, const char *path)
 {
@@ -656,7 +656,7 @@ int ws_call(ws_conn *c, const char *req, size_t n, double timeout_s, char **repl
     return rc;
 }
 
-/* ---- JSON-RPC response scan ------------------------------------------------------------ */
+/* ---- JSON-RPC response scan ----------------------------------------------------------- */
 
 static const char *skip_ws(const char *p, const char *e)
 {
@@ -739,7 +739,7 @@ bool ws_scan_response(const char *p, size_t n, uint64_t *id, bool *has_result, b
     return false;
 }
 
-/* ---- load driver ----------------------------------------------------------------------- */
+/* ---- load driver ---------------------------------------------------------------------- */
 
 typedef struct load_conn {
     uint64_t *sent_ns; /* ring of send times, capacity = inflight */

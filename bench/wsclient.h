@@ -119,7 +119,7 @@ int ws_call(ws_conn *c, const char *req, size_t n, double timeout_s, char **repl
 /* Top-level keys of a JSON-RPC response: integer id, presence of result and error. */
 bool ws_scan_response(const char *p, size_t n, uint64_t *id, bool *has_result, bool *has_error);
 
-/* ---- load driver ----------------------------------------------------------------- */
+/* ---- load driver ---------------------------------------------------------------------- */
 
 typedef struct ws_load ws_load;
 /* Append the request with this JSON-RPC id to out (one JSON text). */

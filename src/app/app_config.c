@@ -347,7 +347,7 @@ static int apply_llm(llm_config *l, int key, const char *v, char *err, size_t n)
 
 static int apply_command(app_config *c, int key, const char *v, char *err, size_t n)
 {
-    double d;
+    double d = 0;
     switch (key) {
     case OPT_EMBEDDER:
         if (strcmp(v, "builtin") && strcmp(v, "ollama") && strcmp(v, "openai"))
