@@ -783,9 +783,6 @@ int net_start(app *a)
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 |
                    LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
     if (!strchr(host, ':')) info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-    const char *ev = getenv("PMCP_EVLIB");
-    if (ev && !strcmp(ev, "ev")) info.options |= LWS_SERVER_OPTION_LIBEV;
-    if (ev && !strcmp(ev, "uv")) info.options |= LWS_SERVER_OPTION_LIBUV;
     info.server_string = "persona-mcp";
     info.timeout_secs = 30;
     if (a->cfg.ping_interval_secs) info.retry_and_idle_policy = &S.retry;
