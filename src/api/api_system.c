@@ -4,6 +4,7 @@
  */
 #include "api/api.h"
 #include "chat/chat.h"
+#include "engine/engine.h"
 #include "lib/jw.h"
 #include "llm/llm.h"
 #include "lib/workq.h"
@@ -58,7 +59,7 @@ int api_system_status(rpc_call *c)
     jw_kbool(w, "llm_available", llm_available(a->llm));
     jw_kint(w, "total_personas", (int64_t)total);
     jw_kint(w, "available_personas", (int64_t)available);
-    jw_kint(w, "active_conversations", 0);
+    jw_kint(w, "active_conversations", engine_active_count(a));
     jw_kstr(w, "current_persona", has_cur ? cur : NULL);
     jw_kstr(w, "current_conversation", NULL);
     jw_kstr(w, "timestamp", ts);

@@ -1337,3 +1337,17 @@ void engine_regen_pass(engine *e)
     free(items);
     end_orphans(e);
 }
+
+int engine_active_count(app *a)
+{
+    int n = 0;
+    pthread_mutex_lock(&g_mu);
+    engine *e = a->engine;
+    if (e && !e->closing) {
+        pthread_mutex_lock(&e->mu);
+        for (conv *c = e->convs; c; c = c->next) n += !c->ended;
+        pthread_mutex_unlock(&e->mu);
+    }
+    pthread_mutex_unlock(&g_mu);
+    return n;
+}

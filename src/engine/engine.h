@@ -166,6 +166,8 @@ typedef struct engine engine;
  * after the network and the worker pool stopped, before llm_stop, mem_close
  * and store_close. Idempotent; also frees an engine created lazily. */
 int engine_start(app *a);
+/* Conversations in progress (for system.status); never waits for an LLM. */
+int engine_active_count(app *a);
 void engine_stop(app *a);
 
 /* The §6.10 chatroom for `minutes` of real time, one tick every
