@@ -59,6 +59,18 @@ FAKE="$ROOT/tests/fake_llm.py"
 [[ -x $PMCP ]] || fail "$PMCP not found"
 [[ -f $FAKE ]] || fail "$FAKE not found"
 
+# Where the build came from: the repo's HEAD (and whether src/ differs from it), or the
+# source directory the build was configured from when that is not this repo.
+build_source() {
+    local src
+    src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
+    if [[ -z $src || $src == "$ROOT" ]]; then
+        echo "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ modified)')"
+    else
+        echo "source $src$([[ -f $src/.commit ]] && echo " (commit $(cat "$src/.commit"))")"
+    fi
+}
+
 wait_port() { # file pid -> prints port
     local f=$1 pid=$2
     for _ in $(seq 300); do
@@ -104,7 +116,7 @@ SPID=$!; PIDS+=("$SPID")
 PORT=$(wait_port "$TMP/pmcp.port" "$SPID")
 
 echo "# chat.sh $(date -u +%FT%TZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-echo "# commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); build $BUILD; fake: $FAKE ($($PY --version 2>&1))"
+echo "# $(build_source); build $BUILD; fake: $FAKE ($($PY --version 2>&1))"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg); $REPEAT run(s) per step, medians reported"
 if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
     echo "# WARNING: machine not idle (load average > 0.5); latency tails will be noisy"

@@ -78,6 +78,18 @@ NODE=node
 [[ -x $DEPS/node_modules/.bin/node ]] && NODE=$DEPS/node_modules/.bin/node
 SDK_VERSION=$("$NODE" -p "require('$DEPS/node_modules/@modelcontextprotocol/sdk/package.json').version")
 
+# Where the build came from: the repo's HEAD (and whether src/ differs from it), or the
+# source directory the build was configured from when that is not this repo.
+build_source() {
+    local src
+    src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
+    if [[ -z $src || $src == "$ROOT" ]]; then
+        echo "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ modified)')"
+    else
+        echo "source $src$([[ -f $src/.commit ]] && echo " (commit $(cat "$src/.commit"))")"
+    fi
+}
+
 wait_port() { # file pid -> prints port
     local f=$1 pid=$2
     for _ in $(seq 600); do
@@ -116,7 +128,7 @@ PEER_PID=$!; PIDS+=("$PEER_PID")
 PEER_PORT=$(wait_port "$TMP/peer.port" "$PEER_PID")
 
 echo "# mcp.sh $(date -u +%FT%TZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-echo "# commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); build $BUILD; peer: @modelcontextprotocol/sdk $SDK_VERSION on node $("$NODE" --version)"
+echo "# $(build_source); build $BUILD; peer: @modelcontextprotocol/sdk $SDK_VERSION on node $("$NODE" --version)"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg); ${SECS}s per run + ${WARMUP}s warmup, $REPEAT run(s) per cell (median-rate run reported)"
 if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
     echo "# WARNING: machine not idle (load average > 0.5); numbers will be noisy"

@@ -67,6 +67,18 @@ PMCP="$BUILD/persona-mcp"
 [[ -x $BENCH ]] || fail "$BENCH not found (build: cmake -S . -B $BUILD -DCMAKE_BUILD_TYPE=Release -DPMCP_TESTS=OFF && cmake --build $BUILD -j2)"
 [[ -x $PMCP ]] || fail "$PMCP not found"
 
+# Where the build came from: the repo's HEAD (and whether src/ differs from it), or the
+# source directory the build was configured from when that is not this repo.
+build_source() {
+    local src
+    src=$(sed -n 's/^CMAKE_HOME_DIRECTORY:INTERNAL=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)
+    if [[ -z $src || $src == "$ROOT" ]]; then
+        echo "commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ modified)')"
+    else
+        echo "source $src$([[ -f $src/.commit ]] && echo " (commit $(cat "$src/.commit"))")"
+    fi
+}
+
 wait_port() { # file pid -> prints port
     local f=$1 pid=$2
     for _ in $(seq 300); do
@@ -92,7 +104,7 @@ OUT="$TMP/results"
 : >"$OUT"
 status=0
 echo "# memory.sh $(date -u +%FT%TZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-echo "# commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ modified)'); build $BUILD"
+echo "# $(build_source); build $BUILD"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg); ${SECS}s per run + ${WARMUP}s warmup, $REPEAT run(s) per cell (median-rate run reported)"
 if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
     echo "# WARNING: machine not idle (load average > 0.5); wall-clock numbers will be noisy, server CPU per request less so"

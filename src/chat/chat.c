@@ -176,24 +176,6 @@ static void history_push(history *h, const char *role, const char *content)
 
 /* ---- prompt ---------------------------------------------------------------------- */
 
-static void append_traits(jw *w, const char *traits_json, jarena *a)
-{
-    json_error err;
-    jv *t = json_parse(a, traits_json, strlen(traits_json), 0, 16, &err);
-    if (!t || t->type != JV_OBJECT || !t->len) return;
-    jw_puts(w, "\n\nYour personality traits:");
-    for (uint32_t i = 0; i < t->len; i++) {
-        jw_puts(w, "\n- ");
-        jw_append(w, t->u.members[i].key, t->u.members[i].klen);
-        jw_puts(w, ": ");
-        const jv *v = &t->u.members[i].val;
-        if (v->type == JV_STRING)
-            jw_append(w, v->u.s, v->len);
-        else
-            jw_value(w, v);
-    }
-}
-
 static void append_memories(app *a, jw *w, const char *pid, const char *message, jarena *ar)
 {
     mem_query q = {.persona_id = pid, .text = message, .k = MEMORY_K, .record_access = true};
@@ -222,17 +204,11 @@ static bool build_system(chat *c, jw *w, jarena *ar)
     if (!(c->persona_name = strdup(p->name))) abort();
     c->urgent = strcmp(p->priority, "urgent") == 0;
     c->energy = p->social_energy;
-    char line[512];
-    snprintf(line, sizeof line, "You are %s. ", p->name);
-    jw_puts(w, line);
-    jw_puts(w, p->description);
-    append_traits(w, p->traits_json, ar);
-    snprintf(line, sizeof line,
-             "\n\nCurrent situation:\n- Energy level: %d/200\n- Current priority: %s\n"
-             "- Interest in conversation: %d/100\n- Available time: %d seconds",
-             p->social_energy, p->priority, p->interest_level, p->available_time);
-    jw_puts(w, line);
+    persona_prompt pp = {p->name,          p->description,    p->traits_json,   p->priority,
+                         p->social_energy, p->interest_level, p->available_time};
+    persona_write_prompt(w, &pp, ar);
     persona_reg_unlock(r);
+    char line[512];
     append_memories(c->a, w, c->persona_id, c->message, ar);
     snprintf(line, sizeof line, "\n\nStay in character as %s and answer the user's last message.",
              c->persona_name);

@@ -915,38 +915,16 @@ static char *llm_reply(app *a, const llm_msg *msgs, size_t n, int max_tokens, ch
     return text;
 }
 
-static void append_traits(jw *w, const char *traits_json, jarena *ar)
-{
-    json_error jerr;
-    jv *t = json_parse(ar, traits_json, strlen(traits_json), 0, 16, &jerr);
-    if (!t || t->type != JV_OBJECT || !t->len) return;
-    jw_puts(w, "\n\nYour personality traits:");
-    for (uint32_t i = 0; i < t->len; i++) {
-        jw_puts(w, "\n- ");
-        jw_append(w, t->u.members[i].key, t->u.members[i].klen);
-        jw_puts(w, ": ");
-        const jv *v = &t->u.members[i].val;
-        if (v->type == JV_STRING)
-            jw_append(w, v->u.s, v->len);
-        else
-            jw_value(w, v);
-    }
-}
-
 /* The prompt of spec §4.3 for speaker s, with the routing constraints. */
 static void build_system(jw *w, const snap *s, const snap *l, const char *topic, int turn_count,
                          const engine_plan *plan, jarena *ar)
 {
+    persona_prompt pp = {
+        s->name,           s->description,     s->traits_json, s->priority, s->v.social_energy,
+        s->interest_level, s->v.available_time};
+    persona_write_prompt(w, &pp, ar);
+    jw_puts(w, "\n");
     char line[512];
-    snprintf(line, sizeof line, "You are %s. ", s->name);
-    jw_puts(w, line);
-    jw_puts(w, s->description);
-    append_traits(w, s->traits_json, ar);
-    snprintf(line, sizeof line,
-             "\n\nCurrent situation:\n- Energy level: %d/200\n- Current priority: %s\n"
-             "- Interest in conversation: %d/100\n- Available time: %d seconds\n",
-             s->v.social_energy, s->priority, s->interest_level, s->v.available_time);
-    jw_puts(w, line);
     if (strcmp(topic, "general") != 0) {
         jw_puts(w, "\nCurrent topic: ");
         jw_puts(w, topic);

@@ -426,3 +426,31 @@ int persona_set_state(persona_reg *r, store *st, const char *id, const persona_s
     pthread_rwlock_unlock(&r->lock);
     return 0;
 }
+
+void persona_write_prompt(jw *w, const persona_prompt *p, jarena *a)
+{
+    char line[512];
+    snprintf(line, sizeof line, "You are %s. ", p->name);
+    jw_puts(w, line);
+    jw_puts(w, p->description);
+    json_error err;
+    jv *t = json_parse(a, p->traits_json, strlen(p->traits_json), 0, 16, &err);
+    if (t && t->type == JV_OBJECT && t->len) {
+        jw_puts(w, "\n\nYour personality traits:");
+        for (uint32_t i = 0; i < t->len; i++) {
+            jw_puts(w, "\n- ");
+            jw_append(w, t->u.members[i].key, t->u.members[i].klen);
+            jw_puts(w, ": ");
+            const jv *v = &t->u.members[i].val;
+            if (v->type == JV_STRING)
+                jw_append(w, v->u.s, v->len);
+            else
+                jw_value(w, v);
+        }
+    }
+    snprintf(line, sizeof line,
+             "\n\nCurrent situation:\n- Energy level: %d/200\n- Current priority: %s\n"
+             "- Interest in conversation: %d/100\n- Available time: %d seconds",
+             p->social_energy, p->priority, p->interest_level, p->available_time);
+    jw_puts(w, line);
+}

@@ -98,6 +98,15 @@ typedef struct persona_state_patch {
 int persona_set_state(persona_reg *r, struct store *st, const char *id,
                       const persona_state_patch *p);
 
+/* The persona part of an LLM prompt (spec §4.3): "You are <name>.
+ * <description>", its traits one per line, and its current situation.
+ * Used by user chat and by the persona-to-persona engine. */
+typedef struct persona_prompt {
+    const char *name, *description, *traits_json, *priority;
+    int social_energy, interest_level, available_time;
+} persona_prompt;
+void persona_write_prompt(struct jw *w, const persona_prompt *p, struct jarena *a);
+
 /* Random UUID4 text (36 chars + NUL). */
 void persona_uuid4(char out[40]);
 
