@@ -276,6 +276,17 @@ int mem_search(mem_store *m, const mem_query *q, jarena *a, mem_row **rows, size
     if (mem_embed_for(m, c, q->text, q->embedding, q->embedding_dim, &qv, &dim, model, a, e) < 0)
         return -1;
     if (coll_acquire(m, c, e) < 0) return -1;
+    /* The model is known for certain only once the collection is loaded. */
+    if (c->model[0] && strcmp(c->model, model) != 0) {
+        char have[MEM_MODEL_LEN];
+        snprintf(have, sizeof have, "%s", c->model);
+        coll_release(c);
+        return mem_fail(e, -32002,
+                        "Embedding model mismatch for persona %s: its memories use %s, this "
+                        "request uses %s (pass embeddings of that model, or run persona-mcp "
+                        "reembed)",
+                        q->persona_id, have, model);
+    }
     size_t cap = q->hybrid ? (q->k * 4 > 50 ? q->k * 4 : 50) : q->k;
     cand *cands = jarena_alloc(a, sizeof *cands * cap * 2);
     size_t nc = 0;
@@ -306,10 +317,10 @@ static size_t scan_other(mem_store *m, const char *pid, const mem_cross_query *q
 {
     mem_coll *c = coll_get(m, pid);
     mem_err ignore;
-    /* A collection built by another embedder cannot be compared: skip it. */
-    if (mem_check_model(c, m->model, &ignore) < 0) return 0;
     if (coll_acquire(m, c, &ignore) < 0) return 0;
-    size_t h = c->dim == dim ? scan_coll(m, c, qv, q->k, q->min_importance, NULL, vis, out, a) : 0;
+    /* A collection built by another embedder cannot be compared: skip it. */
+    bool same = strcmp(c->model, m->model) == 0 && c->dim == dim;
+    size_t h = same ? scan_coll(m, c, qv, q->k, q->min_importance, NULL, vis, out, a) : 0;
     coll_release(c);
     return h;
 }
