@@ -156,9 +156,8 @@ static void chat_end(void *ctx, const chat_result *r)
     wire *w = ctx;
     bool ok = r->status == LLM_OK || r->fallback;
     if (!ok) {
-        int code = r->status == LLM_CANCELLED ? RPC_LLM_ERROR : RPC_LLM_ERROR;
         const char *msg = r->status == LLM_CANCELLED ? "Chat cancelled" : r->detail;
-        rpc_deferred_error(w->d, code, msg, NULL);
+        rpc_deferred_error(w->d, RPC_LLM_ERROR, msg, NULL);
         rpc_deferred_end(w->d, false);
         free(w);
         return;

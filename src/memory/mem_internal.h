@@ -104,6 +104,9 @@ int mem_embed_for(mem_store *m, mem_coll *c, const char *text, const float *give
                   float **out, int *dim, char model[MEM_MODEL_LEN], jarena *a, mem_err *e);
 int mem_fail(mem_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* mem_maint.c: free the per-persona prune/decay marks. */
+void mem_maint_free(mem_store *m);
+
 /* mem_search.c: read full rows by seq through a pool connection. */
 int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, const float *scores, size_t n,
                    jarena *a, mem_row *out, size_t *got);

@@ -62,8 +62,6 @@ int mem_open(mem_store **out, store *st, const mem_config *cfg, char *err, size_
     return 0;
 }
 
-void mem_maint_free(mem_store *m);
-
 void mem_close(mem_store *m)
 {
     if (!m) return;
