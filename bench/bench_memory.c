@@ -13,7 +13,8 @@
  *     (b) one memory.store per request over one WebSocket: strict request/response
  *         (p50/p99, stores/s) and pipelined (P requests in flight on the connection;
  *         the server answers a connection in request order). Every answer must say
- *         stored and not duplicate.
+ *         stored and not duplicate. Also 8 connections with one store in flight each (the
+ *         writer's group commit across connections).
  *     (c) memory.store_batch of 100 such memories: records/s, strict and pipelined.
  *     (d) exact top-10 search filtered by persona. 100,000 memories with client
  *         embeddings (384-dim random Gaussian, unit length; the `embedding` param) are
@@ -475,6 +476,18 @@ static void bench_stores(void)
            "mem.store1.pipelined.p50_us=%.1f\nmem.store1.pipelined.p99_us=%.1f\n"
            "mem.store1.pipelined.errors=%llu\n",
            opt.pipeline, m.rate, m.p50, m.p99, (unsigned long long)m.errors);
+    fflush(stdout);
+
+    /* the same stores from 8 connections, one in flight each: what the writer's group
+     * commit does when stores arrive concurrently (a connection's own requests run one
+     * at a time) */
+    s.key = "store1.c8";
+    s.conns = 8;
+    s.inflight = 1;
+    m = run_cell(&s);
+    printf("mem.store1.c8.stores_per_s=%.0f\nmem.store1.c8.p50_us=%.1f\nmem.store1.c8.p99_us=%.1f\n"
+           "mem.store1.c8.errors=%llu\n",
+           m.rate, m.p50, m.p99, (unsigned long long)m.errors);
     fflush(stdout);
 
     store_gen gb = {.persona = "batch", .batch = 100};

@@ -176,6 +176,8 @@ END {
             "SQLite 1 row/tx " fmt(num("sqlite.autocommit.rows_per_s"), 0) " rows/s",
             ratio(p, num("sqlite.autocommit.rows_per_s")))
         row("", "", "Chroma ~100 adds/s (ref)", ratio(p, 100))
+        row("    8 connections x 1 in flight, stores/s", fmt(num("mem.store1.c8.stores_per_s"), 0),
+            "(group commit across connections)", "")
         row("    server CPU us per store", fmt(num("mem.store1.strict.server_cpu_us_per_response"), 0),
             "SQLite CPU us/row " fmt(num("sqlite.autocommit.cpu_us_per_row"), 0),
             ratio(num("mem.store1.strict.server_cpu_us_per_response"), num("sqlite.autocommit.cpu_us_per_row")))

@@ -99,7 +99,7 @@ static void complete_fields(jw *j, const chat_result *r, bool top)
     jw_kdouble(j, "processing_time", secs);
     if (!top) {
         jw_kint(j, "chunk_count", r->chunks);
-        jw_kint(j, "response_length", (int64_t)r->len);
+        jw_kint(j, "response_length", (int64_t)r->chars);
         jw_kstr(j, "persona_name", r->persona_name);
     }
     jw_kbool(j, "fallback", r->fallback);
@@ -113,7 +113,7 @@ static void stream_end(void *ctx, const chat_result *r)
     jw j;
     bool ok = r->status == LLM_OK || r->fallback;
     if (ok) {
-        if (r->fallback && r->len) stream_token(w, r->text, r->len, 1, r->len);
+        if (r->fallback && r->len) stream_token(w, r->text, r->len, 1, r->chars);
         j = event_begin(w, "stream_complete");
         jw_kstr(&j, "persona_id", r->persona_id);
         complete_fields(&j, r, true);

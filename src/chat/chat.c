@@ -44,6 +44,7 @@ struct chat {
     rpc_session *sess;
     char *message;
     jw text;
+    size_t chars; /* Unicode characters in text (the protocol counts characters) */
     int chunks;
     uint64_t t0, t_first;
     double started;
@@ -219,6 +220,13 @@ static bool build_system(chat *c, jw *w, jarena *ar)
 
 /* ---- stream callbacks ------------------------------------------------------------ */
 
+static size_t utf8_chars(const char *s, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
 static void on_token(void *ctx, const char *tok, size_t len)
 {
     chat *c = ctx;
@@ -227,9 +235,10 @@ static void on_token(void *ctx, const char *tok, size_t len)
         metrics_hist_observe(&G.ttft, c->t_first - c->t0);
     }
     jw_append(&c->text, tok, len);
+    c->chars += utf8_chars(tok, len);
     c->chunks++;
     atomic_fetch_add(&G.tokens, 1);
-    c->ev.on_token(c->ctx, tok, len, c->chunks, jw_size(&c->text));
+    c->ev.on_token(c->ctx, tok, len, c->chunks, c->chars);
 }
 
 static void finish(void *arg);
@@ -425,6 +434,7 @@ static void finish(void *arg)
     jw_append(&c->text, "", 1); /* NUL for text users; len excludes it */
     r.text = jw_data(&c->text);
     r.len = jw_size(&c->text) - 1;
+    r.chars = utf8_chars(r.text, r.len);
     r.chunks = c->chunks;
     r.tokens_used = c->tokens ? c->tokens : c->chunks;
     r.seconds = (double)(metrics_now_ns() - c->t0) / 1e9;

@@ -35,7 +35,8 @@ typedef struct chat_result {
     bool fallback;
     const char *fallback_reason;
     const char *text; /* the whole reply (the fallback text when fallback) */
-    size_t len;
+    size_t len;       /* bytes */
+    size_t chars;     /* Unicode characters */
     int chunks, tokens_used;
     double seconds;
     const char *detail;    /* why it failed, for errors */
@@ -44,7 +45,8 @@ typedef struct chat_result {
 } chat_result;
 
 typedef struct chat_events {
-    void (*on_token)(void *ctx, const char *tok, size_t len, int chunk_no, size_t total_len);
+    /* total_chars: characters of the reply so far */
+    void (*on_token)(void *ctx, const char *tok, size_t len, int chunk_no, size_t total_chars);
     void (*on_end)(void *ctx, const chat_result *r);
 } chat_events;
 

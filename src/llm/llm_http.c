@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "lib/log.h"
 #include "llm/llm_internal.h"
@@ -35,6 +36,9 @@ struct up_req {
     char errbody[ERRBODY_MAX];
     size_t errlen;
     bool ended;
+    bool idle_expired; /* our idle timer ended it (no byte for idle_ms) */
+    int idle_ms;
+    uint64_t last_byte_ns;
     struct up_req *next_add, *next_cancel;    /* queues */
     struct up_req *prev_active, *next_active; /* upstream thread's list */
     struct up_thread *thread;
@@ -96,10 +100,18 @@ static void emit_lines(up_req *r, const char *data, size_t n)
     }
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static size_t on_write(char *data, size_t size, size_t nmemb, void *p)
 {
     up_req *r = p;
     size_t n = size * nmemb;
+    r->last_byte_ns = mono_ns();
     if (atomic_load(&r->cancelled)) return 0; /* aborts the transfer */
     long code = http_status(r);
     if (code < 200 || code >= 300) {
@@ -134,7 +146,9 @@ static void finish(up_thread *t, up_req *r, int curl_code)
         r->line_len = 0;
     }
     if (atomic_load(&r->cancelled)) curl_code = CURLE_ABORTED_BY_CALLBACK;
-    r->cb.on_end(r->ctx, curl_code, http_status(r), r->errbody);
+    long http = http_status(r);
+    if (r->idle_expired && http == 0) http = -1; /* connected, but no answer: not unreachable */
+    r->cb.on_end(r->ctx, curl_code, http, r->errbody);
     up_unref(r); /* the thread's reference */
 }
 
@@ -149,10 +163,8 @@ static CURL *make_easy(up_req *r, const up_opts *o)
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)o->connect_ms);
     if (o->total_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->total_ms);
-    if (o->idle_ms > 0) {
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)((o->idle_ms + 999) / 1000));
-    }
+    r->idle_ms = o->idle_ms; /* enforced by idle_sweep: libcurl's low-speed check
+                                averages over seconds and ends streams late */
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     r->headers = curl_slist_append(r->headers, "Accept: application/json, text/event-stream");
@@ -186,6 +198,7 @@ static bool take_queues(up_thread *t)
             continue;
         }
         curl_multi_add_handle(t->multi, r->easy);
+        r->last_byte_ns = mono_ns();
         t->active++;
         r->prev_active = NULL;
         r->next_active = t->active_list;
@@ -221,6 +234,20 @@ static void abort_all(up_thread *t)
     }
 }
 
+/* End requests that received nothing for their idle time (the time to
+ * the first byte counts too: a backend that accepts and never answers). */
+static void idle_sweep(up_thread *t)
+{
+    uint64_t now = mono_ns();
+    for (up_req *r = t->active_list, *next; r; r = next) {
+        next = r->next_active;
+        if (r->idle_ms > 0 && now - r->last_byte_ns > (uint64_t)r->idle_ms * 1000000u) {
+            r->idle_expired = true;
+            finish(t, r, CURLE_OPERATION_TIMEDOUT);
+        }
+    }
+}
+
 static void *up_main(void *arg)
 {
     up_thread *t = arg;
@@ -229,7 +256,8 @@ static void *up_main(void *arg)
         int running;
         curl_multi_perform(t->multi, &running);
         drain_done(t);
-        curl_multi_poll(t->multi, NULL, 0, 1000, NULL);
+        idle_sweep(t);
+        curl_multi_poll(t->multi, NULL, 0, t->active ? 50 : 1000, NULL);
     }
     abort_all(t);
     take_queues(t); /* requests queued during shutdown end as cancelled */

@@ -14,7 +14,8 @@ typedef struct up_callbacks {
     /* A complete body line (without "\n" / "\r\n"), only for 2xx answers.
      * Returning false aborts the transfer. */
     bool (*on_line)(void *ctx, const char *line, size_t len);
-    /* The end. curl_code 0 = transfer complete; http = status (0 if none);
+    /* The end. curl_code 0 = transfer complete; http = status (0 if none,
+     * -1 when connected but the idle timeout passed before any answer);
      * body = the first bytes of a non-2xx body (NUL-terminated). */
     void (*on_end)(void *ctx, int curl_code, long http, const char *body);
 } up_callbacks;

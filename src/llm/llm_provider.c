@@ -239,6 +239,12 @@ static llm_status classify(llm_stream *s, int curl_code, long http, const char *
 {
     if (s->failure != LLM_OK) return s->failure;
     if (atomic_load(&s->user_cancelled)) return LLM_CANCELLED;
+    if (curl_code == CURLE_OPERATION_TIMEDOUT && (http == -1 || (http >= 200 && http < 300))) {
+        snprintf(s->detail, sizeof s->detail,
+                 "LLM backend timed out: nothing for %d ms (after %d tokens)",
+                 s->l->cfg.idle_timeout_ms, s->tokens);
+        return LLM_TIMEOUT;
+    }
     if (http == 0 || curl_code == CURLE_COULDNT_CONNECT ||
         curl_code == CURLE_COULDNT_RESOLVE_HOST) {
         snprintf(s->detail, sizeof s->detail, "LLM backend unreachable: %s",
@@ -248,10 +254,6 @@ static llm_status classify(llm_stream *s, int curl_code, long http, const char *
     if (http < 200 || http >= 300) {
         snprintf(s->detail, sizeof s->detail, "LLM backend returned HTTP %ld: %.180s", http, body);
         return LLM_HTTP_ERROR;
-    }
-    if (curl_code == CURLE_OPERATION_TIMEDOUT) {
-        snprintf(s->detail, sizeof s->detail, "LLM backend timed out after %d tokens", s->tokens);
-        return LLM_TIMEOUT;
     }
     if (curl_code != CURLE_OK || !s->saw_end) {
         snprintf(s->detail, sizeof s->detail,
