@@ -160,7 +160,9 @@ typedef struct stream {
     char nonce[32];
 } stream;
 
-static samples g_relay; /* arrival - stamp of every token, seconds */
+static samples g_relay;    /* arrival - stamp of every token, seconds */
+static unsigned g_run_tag; /* makes this run's nonces unique among the fake's records */
+static double g_run_start;
 static int g_bad_stamps;
 
 static void on_token(stream *s, double stamp, uint64_t t, double wall)
@@ -585,7 +587,9 @@ static void fetch_record_times(stream *ss, int n)
         const jv *rec = &doc->u.items[i];
         const jv *t = jv_get(rec, "time");
         const jv *msgs = jv_get(jv_get(rec, "body"), "messages");
-        if (!jv_is_num(t) || !msgs || msgs->type != JV_ARRAY || !msgs->len) continue;
+        if (!jv_is_num(t) || jv_num(t) < g_run_start - 1 || !msgs || msgs->type != JV_ARRAY ||
+            !msgs->len)
+            continue;
         const jv *last = jv_get(&msgs->u.items[msgs->len - 1], "content");
         if (!jv_is_str(last)) continue;
         for (int k = 0; k < n; k++)
@@ -601,13 +605,15 @@ static int mode_ttft(void)
     g_ep = g_cl.epfd;
     int N = opt.n, W = opt.warmup;
     int total = 2 * (N + W);
+    g_run_tag = (unsigned)(ws_now_ns() ^ (uint64_t)getpid() << 8) & 0xfffff;
+    g_run_start = wall_now();
     g_nstreams = total;
     g_streams = calloc((size_t)total, sizeof *g_streams);
     if (!g_streams) die("out of memory");
     for (int i = 0; i < total; i++) {
         g_streams[i].index = i;
         g_streams[i].rpc_id = g_id_base + (uint64_t)i;
-        snprintf(g_streams[i].nonce, sizeof g_streams[i].nonce, "probe%06d", i);
+        snprintf(g_streams[i].nonce, sizeof g_streams[i].nonce, "probe%05x%06d", g_run_tag, i);
     }
     ws_conn *c = ws_open(1, opt.persona);
     char mk[256];

@@ -7,7 +7,8 @@
 #       1,224 / 5,304 / 12,543 / 10,076 ops/s (seed-performance-summary.md);
 #   (b) one memory.store per request (built-in 384-dim embedder, ~200-char text, persona
 #       metadata) over one WebSocket: strict request/response p50/p99, and pipelined
-#       stores/s (BENCH_PIPELINE in flight; the server answers in order);
+#       stores/s (BENCH_PIPELINE in flight; the server answers in order); also 8
+#       connections with one store in flight each (group commit across connections);
 #   (c) memory.store_batch of 100: records/s;
 #   (d) top-10 search filtered by persona at 1k and 10k memories per persona, 100k in
 #       total, client embeddings: queries/s, p50/p99, recall@10 against the bench's own

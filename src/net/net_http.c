@@ -39,6 +39,12 @@ int net_http_reply_h(struct lws *wsi, net_pss *pss, unsigned status, const char 
                                         (int)strlen(extra[i].value), &p, end))
             return -1;
     if (lws_finalize_write_http_header(wsi, start, &p, end)) return -1;
+    if (len == 0) { /* headers only (202): the transaction ends now, so a request
+                       the client pipelines behind it on the connection is read */
+        free(pss->body);
+        pss->body = NULL;
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    }
     free(pss->body);
     pss->body = malloc(LWS_PRE + len + 1);
     if (!pss->body) abort();
