@@ -20,6 +20,7 @@
 
 #include "api/api.h"
 #include "lib/jw.h"
+#include "memory/memory.h"
 #include "persona/persona.h"
 #include "state/state.h"
 
@@ -61,6 +62,7 @@ int api_state_save(rpc_call *c)
     state_opts o = {.confine_dir = c->app->cfg.data_dir};
     state_result *r = jarena_alloc(c->arena, sizeof *r);
     state_err e = {0};
+    mem_access_flush(c->app->memory); /* the file carries current access counts */
     if (state_export(c->app->store, path, &o, r, &e) < 0)
         return rpc_fail(c, e.code ? e.code : RPC_INTERNAL_ERROR, "%s", e.msg);
     jw *w = c->out;

@@ -82,6 +82,7 @@ enum {
     OPT_VERSION,
     OPT_EMBED_DIM,
     OPT_MEM_BUDGET,
+    OPT_ACCESS_FLUSH,
     OPT_DECAY,
     OPT_DECAY_MODE,
     OPT_DECAY_HOURS,
@@ -132,6 +133,7 @@ static const struct option g_opts[] = {
     {"allowed-origins", required_argument, 0, OPT_ORIGINS},
     {"embed-dim", required_argument, 0, OPT_EMBED_DIM},
     {"memory-budget-mb", required_argument, 0, OPT_MEM_BUDGET},
+    {"access-flush-ms", required_argument, 0, OPT_ACCESS_FLUSH},
     {"decay", no_argument, 0, OPT_DECAY},
     {"decay-mode", required_argument, 0, OPT_DECAY_MODE},
     {"decay-interval-hours", required_argument, 0, OPT_DECAY_HOURS},
@@ -190,6 +192,7 @@ void app_config_usage(FILE *out)
         "  --allowed-origins LIST   extra allowed Origin values, comma-separated\n"
         "  --embed-dim N            built-in embedder dimension (env MEMORY_EMBED_DIM; 384)\n"
         "  --memory-budget-mb N     RAM for loaded collections (env MEMORY_BUDGET_MB; 1024)\n"
+        "  --access-flush-ms N      search hits reach the database within N ms (1000)\n"
         "  --decay                  start background decay at boot (env MEMORY_DECAY_ENABLED)\n"
         "  --decay-mode MODE        none|linear|exponential|logarithmic|access_based\n"
         "                           (env MEMORY_DECAY_MODE; default access_based)\n"
@@ -264,6 +267,10 @@ static int apply_memory(mem_config *m, int key, const char *v, char *err, size_t
     case OPT_MEM_BUDGET:
         if (set_num("memory-budget-mb", v, 1, 1L << 20, &x, err, n)) return -1;
         m->budget_bytes = (size_t)x << 20;
+        return 0;
+    case OPT_ACCESS_FLUSH:
+        if (set_num("access-flush-ms", v, 1, 3600000, &x, err, n)) return -1;
+        m->access_flush_ms = (int)x;
         return 0;
     case OPT_DECAY:
         return v ? set_bool("decay", v, &m->decay_autostart, err, n)

@@ -67,6 +67,7 @@ static const char SQL_FACTS[] =
 static int load_facts(mem_store *m, const char *pid, facts *out, mem_err *e)
 {
     memset(out, 0, sizeof *out);
+    mem_access_flush(m); /* pruning and decay weigh accesses */
     store_conn *sc = store_pool_get(m->st);
     if (!sc) return mem_fail(e, -32002, "database busy: no read connection available");
     sqlite3_stmt *q = store_conn_stmt(sc, SQL_FACTS);

@@ -8,8 +8,9 @@
  * visibility) become one keep-mask, so they always combine (spec §12 item
  * 16). Hybrid mode fuses the vector ranking with FTS5's BM25 ranking by
  * reciprocal rank fusion (k = 60). Every hit is counted as an access
- * (accessed_count, last_accessed) by an asynchronous write: search latency
- * does not wait for it, and pruning and decay see real access data.
+ * (accessed_count, last_accessed) in RAM and written in batches
+ * (mem_access.c): search latency does not wait for it, and pruning and decay
+ * flush first, so they see real access data.
  */
 #include <ctype.h>
 #include <math.h>
@@ -85,49 +86,6 @@ int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, const floa
     }
     *got = k;
     return SQLITE_OK;
-}
-
-/* ---- access recording ------------------------------------------------------ */
-
-typedef struct access_job {
-    size_t n;
-    double when;
-    int64_t seqs[];
-} access_job;
-
-static const char SQL_ACCESS[] =
-    "UPDATE memories SET accessed_count = accessed_count + 1, last_accessed = ? WHERE seq = ?";
-
-static int access_fn(store_conn *c, void *ctx)
-{
-    access_job *j = ctx;
-    sqlite3_stmt *q = store_conn_stmt(c, SQL_ACCESS);
-    if (!q) return SQLITE_ERROR;
-    for (size_t i = 0; i < j->n; i++) {
-        sqlite3_bind_double(q, 1, j->when);
-        sqlite3_bind_int64(q, 2, j->seqs[i]);
-        int rc = sqlite3_step(q);
-        sqlite3_reset(q);
-        if (rc != SQLITE_DONE) return rc;
-    }
-    return SQLITE_OK;
-}
-
-static void access_done(int rc, void *ctx)
-{
-    (void)rc;
-    free(ctx);
-}
-
-static void record_access(mem_store *m, const mem_row *rows, size_t n)
-{
-    if (!n) return;
-    access_job *j = malloc(sizeof *j + n * sizeof(int64_t));
-    if (!j) abort();
-    j->n = n;
-    j->when = app_now();
-    for (size_t i = 0; i < n; i++) j->seqs[i] = rows[i].seq;
-    store_submit(m->st, access_fn, access_done, j);
 }
 
 /* ---- one collection -------------------------------------------------------- */
@@ -249,7 +207,7 @@ static int finish(mem_store *m, cand *cands, size_t nc, size_t k, bool access, j
     store_pool_put(m->st, sc);
     if (rc != SQLITE_OK)
         return mem_fail(e, -32002, "reading memories failed (SQLite error %d)", rc);
-    if (access) record_access(m, *rows, *n);
+    if (access) mem_access_record(m, *rows, *n);
     return 0;
 }
 

@@ -39,6 +39,7 @@ void mem_config_default(mem_config *c)
     mem_weights_default(&c->weights);
     prune_config_default(&c->prune);
     decay_config_default(&c->decay);
+    c->access_flush_ms = 1000;
 }
 
 int mem_open(mem_store **out, store *st, const mem_config *cfg, char *err, size_t errlen)
@@ -57,6 +58,7 @@ int mem_open(mem_store **out, store *st, const mem_config *cfg, char *err, size_
     pthread_mutex_init(&m->stats_mu, NULL);
     pthread_mutex_init(&m->decay_mu, NULL);
     pthread_cond_init(&m->decay_cv, NULL);
+    mem_access_open(m, cfg->access_flush_ms);
     *out = m;
     if (cfg->decay_autostart) mem_decay_start(m);
     return 0;
@@ -66,6 +68,7 @@ void mem_close(mem_store *m)
 {
     if (!m) return;
     mem_decay_stop(m);
+    mem_access_close(m);
     coll_free_all(m);
     mem_maint_free(m);
     pthread_mutex_destroy(&m->map_mu);
@@ -95,6 +98,7 @@ void mem_forget_all(mem_store *m)
 {
     /* Collections live until mem_close, so the pointers stay valid after
      * map_mu is released; each is forgotten under its own lock only. */
+    mem_access_discard(m); /* their rowids may now name other rows */
     pthread_mutex_lock(&m->map_mu);
     size_t n = 0;
     for (int b = 0; b < MEM_MAP_BUCKETS; b++)

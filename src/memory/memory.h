@@ -35,6 +35,7 @@ typedef struct mem_config {
     prune_config prune;
     decay_config decay;
     bool decay_autostart; /* start the background decay loop at boot */
+    int access_flush_ms;  /* search hits reach SQLite within this (default 1000) */
 } mem_config;
 
 void mem_config_default(mem_config *c);
@@ -96,6 +97,11 @@ void mem_forget_persona(mem_store *m, const char *persona_id);
 /* Drop every collection from RAM (after the table was replaced by a state
  * import); each reloads from SQLite on next use. */
 void mem_forget_all(mem_store *m);
+/* Write the search hits counted in RAM (accessed_count, last_accessed) to
+ * SQLite now; returns once committed. Blocks: workers only. */
+void mem_access_flush(mem_store *m);
+/* Drop the hits counted in RAM without writing them (state import). */
+void mem_access_discard(mem_store *m);
 
 /* ---- search ----------------------------------------------------------------- */
 

@@ -1,0 +1,209 @@
+/*
+ * test_mem_access.c - search hits are counted in RAM and reach SQLite in
+ * batches (src/memory/mem_access.c).
+ *
+ * A real store on a temporary file and a real mem_store with a flush
+ * interval of an hour, so nothing is written by the timer during a test:
+ * every write seen here comes from an explicit flush, a flush before
+ * pruning reads access data, or mem_close. The database is checked with a
+ * separate SQLite connection.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/json.h"
+#include "memory/memory.h"
+#include "store/store.h"
+
+typedef struct fx {
+    char dir[64];
+    char path[128];
+    store *st;
+    mem_store *m;
+} fx;
+
+static void open_mem(fx *f)
+{
+    mem_config c;
+    mem_config_default(&c);
+    c.access_flush_ms = 3600 * 1000;
+    char err[256];
+    assert_int_equal(mem_open(&f->m, f->st, &c, err, sizeof err), 0);
+}
+
+static int fx_setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    if (!f) return -1;
+    snprintf(f->dir, sizeof f->dir, "/tmp/pmcp-access-XXXXXX");
+    if (!mkdtemp(f->dir)) return -1;
+    snprintf(f->path, sizeof f->path, "%s/personas.db", f->dir);
+    store_opts o;
+    store_opts_default(&o);
+    o.path = f->path;
+    char err[256];
+    if (store_open(&f->st, &o, err, sizeof err) != 0) return -1;
+    open_mem(f);
+    *state = f;
+    return 0;
+}
+
+static int fx_teardown(void **state)
+{
+    fx *f = *state;
+    mem_close(f->m);
+    store_close(f->st);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    if (system(cmd) != 0) return -1;
+    free(f);
+    return 0;
+}
+
+static void add(fx *f, const char *text, char id[40])
+{
+    mem_item it = {.persona_id = "aria",
+                   .content = text,
+                   .memory_type = "user_input",
+                   .importance = 0.5,
+                   .related_json = "[]",
+                   .visibility = "private",
+                   .metadata_json = "{}"};
+    mem_added out;
+    mem_err e;
+    assert_int_equal(mem_add(f->m, &it, 1, &out, &e), 0);
+    snprintf(id, 40, "%s", out.id);
+}
+
+/* Search for text; returns the number of hits. */
+static size_t search(fx *f, const char *text, size_t k)
+{
+    mem_query q = {.persona_id = "aria", .text = text, .k = k, .record_access = true};
+    jarena a;
+    jarena_init(&a);
+    mem_row *rows;
+    size_t n = 0;
+    mem_err e;
+    assert_int_equal(mem_search(f->m, &q, &a, &rows, &n, &e), 0);
+    jarena_free(&a);
+    return n;
+}
+
+/* accessed_count of a memory as SQLite has it; last_accessed set? */
+static long long db_count(fx *f, const char *id, int *has_last)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT accessed_count, last_accessed IS NOT NULL"
+                                        " FROM memories WHERE id = ?",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(q, 1, id, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    long long n = sqlite3_column_int64(q, 0);
+    if (has_last) *has_last = sqlite3_column_int(q, 1);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return n;
+}
+
+static void test_hits_wait_in_ram_until_flushed(void **state)
+{
+    fx *f = *state;
+    char a[40], b[40];
+    add(f, "the lighthouse keeper sings at dawn", a);
+    add(f, "a recipe for plum cake with cinnamon", b);
+    assert_int_equal(search(f, "lighthouse", 2), 2);
+    assert_int_equal(search(f, "plum cake", 2), 2);
+    assert_int_equal(search(f, "dawn", 1), 1);
+    int has_last = -1;
+    assert_int_equal(db_count(f, a, &has_last), 0); /* nothing written per search */
+    assert_int_equal(has_last, 0);
+    mem_access_flush(f->m);
+    long long ca = db_count(f, a, &has_last), cb = db_count(f, b, NULL);
+    assert_int_equal(has_last, 1);
+    assert_int_equal(ca + cb, 5); /* every hit counted once, summed per row */
+    assert_true(ca >= 2 && cb >= 2);
+    mem_access_flush(f->m); /* nothing waiting: no change */
+    assert_int_equal(db_count(f, a, NULL), ca);
+}
+
+static void test_close_flushes(void **state)
+{
+    fx *f = *state;
+    char a[40];
+    add(f, "the lighthouse keeper sings at dawn", a);
+    for (int i = 0; i < 7; i++) assert_int_equal(search(f, "lighthouse", 1), 1);
+    assert_int_equal(db_count(f, a, NULL), 0);
+    mem_close(f->m);
+    assert_int_equal(db_count(f, a, NULL), 7);
+    open_mem(f); /* for the teardown */
+}
+
+static void test_prune_sees_accesses(void **state)
+{
+    fx *f = *state;
+    char a[40];
+    add(f, "the lighthouse keeper sings at dawn", a);
+    for (int i = 0; i < 3; i++) search(f, "lighthouse", 1);
+    mem_prune_result r;
+    mem_err e;
+    assert_int_equal(mem_prune(f->m, "aria", true, true, &r, &e), 0); /* dry run */
+    assert_int_equal(db_count(f, a, NULL), 3);
+}
+
+/* A rowid freed by a delete and taken by a newer row must not inherit the
+ * deleted row's waiting hits. */
+static void test_reused_rowid_does_not_inherit(void **state)
+{
+    fx *f = *state;
+    char a[40], b[40];
+    add(f, "the lighthouse keeper sings at dawn", a);
+    assert_int_equal(search(f, "lighthouse", 1), 1);
+    mem_err e;
+    char pid[64];
+    assert_int_equal(mem_delete(f->m, a, pid, sizeof pid, &e), 0);
+    usleep(2000); /* created_at strictly after the access */
+    add(f, "a recipe for plum cake with cinnamon", b);
+    mem_access_flush(f->m);
+    assert_int_equal(db_count(f, b, NULL), 0);
+}
+
+static void test_many_rows_grow_the_table(void **state)
+{
+    fx *f = *state;
+    enum { N = 600 };
+    char first[40];
+    for (int i = 0; i < N; i++) {
+        char text[64], id[40];
+        snprintf(text, sizeof text, "memory number %d about topic %d", i, i % 17);
+        add(f, text, i ? id : first);
+    }
+    assert_int_equal(search(f, "memory number topic", N), N);
+    mem_access_flush(f->m);
+    assert_int_equal(db_count(f, first, NULL), 1);
+}
+
+int main(void)
+{
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_hits_wait_in_ram_until_flushed),
+        T(test_close_flushes),
+        T(test_prune_sees_accesses),
+        T(test_reused_rowid_does_not_inherit),
+        T(test_many_rows_grow_the_table),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
