@@ -152,8 +152,12 @@ static void bench_scan(size_t n, const float *centres, const float *queries)
 {
     float *rows = malloc(n * DIM * sizeof(float));
     for (size_t i = 0; i < n; i++) clustered(rows + i * DIM, centres);
-    static uint64_t simd_ns[QUERIES], scalar_ns[QUERIES];
+    uint16_t *half = malloc(n * DIM * sizeof(uint16_t));
+    float *scratch = malloc(n * sizeof(float));
+    mem_to_half(rows, half, n * DIM);
+    static uint64_t simd_ns[QUERIES], scalar_ns[QUERIES], half_ns[QUERIES];
     double rsum = 0.0;
+    size_t half_same = 0;
     for (size_t qi = 0; qi < QUERIES; qi++) {
         const float *q = queries + qi * DIM;
         mem_hit got[TOPK], want[TOPK];
@@ -162,13 +166,23 @@ static void bench_scan(size_t n, const float *centres, const float *queries)
         uint64_t t1 = now_ns();
         size_t nw = scalar_topk(rows, n, q, TOPK, want);
         uint64_t t2 = now_ns();
+        mem_hit hg[TOPK];
+        uint64_t t3 = now_ns();
+        size_t nh = mem_topk_half(half, rows, n, DIM, 1.001f, q, NULL, TOPK, hg, scratch);
+        half_ns[qi] = now_ns() - t3;
+        half_same += nh == ng && memcmp(hg, got, ng * sizeof *got) == 0;
         simd_ns[qi] = t1 - t0;
         scalar_ns[qi] = t2 - t1;
         rsum += recall(got, ng, want, nw);
     }
-    timing s = summarise(simd_ns), r = summarise(scalar_ns);
+    timing s = summarise(simd_ns), r = summarise(scalar_ns), h = summarise(half_ns);
     report("topk", n, s);
     report("scalar", n, r);
+    report("topk_half", n, h);
+    printf("vec.topk_half.n%zu.identical_to_topk=%zu/%d\n", n, half_same, QUERIES);
+    printf("ratio.vec.n%zu.topk_over_topk_half_p50=%.2f\n", n, (double)s.p50 / (double)h.p50);
+    free(half);
+    free(scratch);
     printf("vec.topk.n%zu.recall=%.4f\n", n, rsum / QUERIES);
     printf("ratio.vec.n%zu.scalar_over_topk_p50=%.2f\n", n, (double)r.p50 / (double)s.p50);
     free(rows);

@@ -14,6 +14,7 @@
  * recently used loaded collections that nobody holds (trywrlock) are
  * unloaded until it fits.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "lib/metrics.h"
 #include "lib/util.h"
 #include "memory/mem_internal.h"
+#include "memory/mem_scan.h"
 
 static const char *const g_vis_names[] = {"private", "shared", "public"};
 
@@ -72,8 +74,8 @@ mem_coll *coll_get(mem_store *m, const char *persona_id)
 
 static size_t coll_bytes(const mem_coll *c)
 {
-    size_t row = (size_t)c->dim * sizeof(float) + sizeof(int64_t) + sizeof(float) +
-                 sizeof(uint16_t) + 1 + sizeof(double);
+    size_t row = (size_t)c->dim * (sizeof(float) + sizeof(uint16_t)) + sizeof(int64_t) +
+                 sizeof(float) + sizeof(uint16_t) + 1 + sizeof(double);
     return c->cap * row;
 }
 
@@ -110,6 +112,7 @@ static void coll_unload(mem_store *m, mem_coll *c)
 {
     atomic_fetch_sub(&m->resident_bytes, coll_bytes(c));
     free(c->vecs);
+    free(c->half);
     free(c->seq);
     free(c->importance);
     free(c->type_id);
@@ -123,6 +126,8 @@ static void coll_unload(mem_store *m, mem_coll *c)
     c->high_count = 0;
     c->today_count = 0;
     c->vecs = NULL;
+    c->half = NULL;
+    c->norm_max = 0;
     c->seq = NULL;
     c->importance = NULL;
     c->type_id = NULL;
@@ -138,14 +143,28 @@ static void coll_reserve(mem_store *m, mem_coll *c, size_t want)
     size_t cap = c->cap ? c->cap : 64;
     while (cap < want) cap *= 2;
     c->vecs = realloc(c->vecs, cap * (size_t)(c->dim ? c->dim : 1) * sizeof(float));
+    c->half = realloc(c->half, cap * (size_t)(c->dim ? c->dim : 1) * sizeof(uint16_t));
     c->seq = realloc(c->seq, cap * sizeof *c->seq);
     c->importance = realloc(c->importance, cap * sizeof *c->importance);
     c->type_id = realloc(c->type_id, cap * sizeof *c->type_id);
     c->vis = realloc(c->vis, cap);
     c->created = realloc(c->created, cap * sizeof *c->created);
-    if (!c->vecs || !c->seq || !c->importance || !c->type_id || !c->vis || !c->created) abort();
+    if (!c->vecs || !c->half || !c->seq || !c->importance || !c->type_id || !c->vis || !c->created)
+        abort();
     c->cap = cap;
     atomic_fetch_add(&m->resident_bytes, coll_bytes(c) - before);
+}
+
+/* Row r's vector in float32 and half precision; keeps norm_max an upper bound. */
+static void set_vec(mem_coll *c, size_t r, const float *vec)
+{
+    size_t d = (size_t)c->dim;
+    memcpy(c->vecs + r * d, vec, d * sizeof(float));
+    mem_to_half(vec, c->half + r * d, d);
+    double ss = 0;
+    for (size_t i = 0; i < d; i++) ss += (double)vec[i] * (double)vec[i];
+    float norm = (float)(sqrt(ss) * (1.0 + 1e-6));
+    if (!(norm <= c->norm_max)) c->norm_max = isfinite(norm) ? norm : INFINITY;
 }
 
 static const char SQL_META[] = "SELECT model, dim FROM memory_collections WHERE persona_id = ?";
@@ -175,7 +194,7 @@ static void append_row(mem_store *m, mem_coll *c, int64_t seq, const float *vec,
                        int type, int vis, double created)
 {
     coll_reserve(m, c, c->n + 1);
-    memcpy(c->vecs + c->n * (size_t)c->dim, vec, (size_t)c->dim * sizeof(float));
+    set_vec(c, c->n, vec);
     c->seq[c->n] = seq;
     c->importance[c->n] = (float)imp;
     c->type_id[c->n] = (uint16_t)(type < 0 ? 0 : type);
@@ -316,6 +335,7 @@ void coll_apply_delete(mem_store *m, mem_coll *c, const int64_t *seqs, size_t n)
             }
             if (w != r) {
                 memcpy(c->vecs + w * d, c->vecs + r * d, d * sizeof(float));
+                memcpy(c->half + w * d, c->half + r * d, d * sizeof(uint16_t));
                 c->seq[w] = c->seq[r];
                 c->importance[w] = c->importance[r];
                 c->type_id[w] = c->type_id[r];
@@ -341,7 +361,7 @@ void coll_apply_update(mem_store *m, mem_coll *c, int64_t seq, double importance
         if (type) c->type_id[r] = (uint16_t)mem_type_id(m, type, true);
         agg_add(c, c->importance[r], c->type_id[r], c->created[r], 1);
         if (vis >= 0) c->vis[r] = (uint8_t)vis;
-        if (vec) memcpy(c->vecs + (size_t)r * (size_t)c->dim, vec, (size_t)c->dim * sizeof(float));
+        if (vec) set_vec(c, (size_t)r, vec);
     }
     pthread_rwlock_unlock(&c->lock);
 }

@@ -25,6 +25,8 @@ typedef struct mem_coll {
     int dim;
     size_t n, cap;
     float *vecs;
+    uint16_t *half; /* the same rows in half precision: the scan of large collections */
+    float norm_max; /* no row's norm exceeds this (the half scan's error bound) */
     int64_t *seq;
     float *importance;
     uint16_t *type_id;

@@ -17,7 +17,31 @@
  * the heap is sorted in place (heapsort: repeatedly move the worst to the
  * back), leaving best first. No allocation; k may exceed n. Rows whose
  * score is NaN are skipped (they would break the heap order).
+ *
+ * Half-precision prefilter (mem_topk_half): past a few thousand rows the
+ * float32 scan is bound by memory bandwidth (10k rows x 384 dims = 15 MB per
+ * query), so large collections also keep their rows in IEEE half precision
+ * (half the bytes) and are scanned from that copy first. The answer stays
+ * exact, by a bound rather than by luck: for every row,
+ *
+ *   |half score - float32 score| <= eps = |q| * (N * (2^-11 (1 + 2g) + 4g)
+ *                                             + 2^-25 sqrt(dim))  (+1%)
+ *
+ * where N bounds the rows' norms, 2^-11 is half's relative rounding error
+ * for normal numbers, 2^-25 its absolute error below 2^-14 (subnormals), and
+ * g = dim 2^-24 / (1 - dim 2^-24) bounds float32 accumulation in either dot
+ * product, in any summation order. The k best half scores have float32
+ * scores of at least (k-th half score - eps), so no row whose half score is
+ * below (k-th half score - 2 eps) can enter the exact top-k. Every other
+ * kept row is scored again with the very float32 kernel mem_topk() uses, and
+ * the heap is rebuilt from those scores: same rows, same scores, same ties.
+ * With unit vectors at 384 dims eps is about 6e-4, which lets a handful of
+ * rows through besides the k.
  */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
 #include "memory/mem_scan.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -111,6 +135,151 @@ MEM_CLONES size_t mem_topk(const float *rows, size_t n, int dim, const float *q,
         float s = dot_kernel(row, q, dim);
         if (s != s) continue;
         if (m < k || s > out[0].score) m = heap_offer(out, m, k, (uint32_t)i, s);
+    }
+    heap_sort_best_first(out, m);
+    return m;
+}
+
+/* ---- half precision ---------------------------------------------------------- */
+
+/* float32 -> half, round to nearest even (IEEE 754 binary16). */
+static uint16_t half_of(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    uint32_t sign = (x >> 16) & 0x8000u, a = x & 0x7fffffffu;
+    if (a >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (a > 0x7f800000u ? 0x200u : 0));
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds past 65504 */
+    if (a < 0x33000000u) return (uint16_t)sign;              /* below 2^-25: zero */
+    uint32_t r, rem, halfway;
+    if (a < 0x38800000u) { /* half subnormal: round(value / 2^-24) */
+        uint32_t mant = (a & 0x7fffffu) | 0x800000u, shift = 126u - (a >> 23);
+        r = mant >> shift;
+        rem = mant & ((1u << shift) - 1);
+        halfway = 1u << (shift - 1);
+    } else { /* normal: rebias the exponent, keep 10 mantissa bits */
+        r = (a >> 13) - (112u << 10);
+        rem = a & 0x1fffu;
+        halfway = 0x1000u;
+    }
+    if (rem > halfway || (rem == halfway && (r & 1))) r++; /* a carry may reach inf: right */
+    return (uint16_t)(sign | r);
+}
+
+static float float_of_half(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, x;
+    if (e == 0) {
+        float f = (float)m * 0x1p-24f;
+        return sign ? -f : f;
+    }
+    x = sign | (e == 31 ? 0x7f800000u | (m << 13) : ((e + 112u) << 23) | (m << 13));
+    float f;
+    memcpy(&f, &x, sizeof f);
+    return f;
+}
+
+void mem_to_half(const float *in, uint16_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = half_of(in[i]);
+}
+
+typedef float (*half_dot_fn)(const uint16_t *a, const float *q, int dim);
+
+static float half_dot_c(const uint16_t *a, const float *q, int dim)
+{
+    float s = 0.0f;
+    for (int i = 0; i < dim; i++) s += float_of_half(a[i]) * q[i];
+    return s;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx512f"))) static float half_dot_512(const uint16_t *a, const float *q,
+                                                             int dim)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= dim; i += 32) {
+        __m512 x0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i)));
+        __m512 x1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i + 16)));
+        s0 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(q + i), s0);
+        s1 = _mm512_fmadd_ps(x1, _mm512_loadu_ps(q + i + 16), s1);
+    }
+    for (; i + 16 <= dim; i += 16)
+        s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))),
+                             _mm512_loadu_ps(q + i), s0);
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; i < dim; i++) s += float_of_half(a[i]) * q[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma,f16c"))) static float half_dot_256(const uint16_t *a,
+                                                                   const float *q, int dim)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= dim; i += 16) {
+        __m256 x0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i)));
+        __m256 x1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8)));
+        s0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(q + i), s0);
+        s1 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(q + i + 8), s1);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(s0, s1));
+    float s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) +
+              ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (; i < dim; i++) s += float_of_half(a[i]) * q[i];
+    return s;
+}
+#endif
+
+static half_dot_fn pick_half_dot(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return half_dot_512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return half_dot_256;
+#endif
+    return half_dot_c;
+}
+
+/* The bound of the file comment, for a query of norm qn. */
+static double half_eps(double qn, int dim, float norm_max)
+{
+    double n = (double)dim, u = 0x1p-24, g = n * u / (1.0 - n * u);
+    double e = (double)norm_max * (0x1p-11 * (1.0 + 2.0 * g) + 4.0 * g) + 0x1p-25 * sqrt(n);
+    return qn * e * 1.01;
+}
+
+MEM_CLONES size_t mem_topk_half(const uint16_t *half, const float *rows, size_t n, int dim,
+                                float norm_max, const float *q, const uint8_t *keep, size_t k,
+                                mem_hit *out, float *scratch)
+{
+    if (!half || !rows || !q || !out || !scratch || k == 0 || dim <= 0) return 0;
+    double qn = 0;
+    for (int i = 0; i < dim; i++) qn += (double)q[i] * (double)q[i];
+    qn = sqrt(qn);
+    /* Rows this long could overflow half: scan float32 only. */
+    if (!(norm_max <= 4.0f) || !isfinite(qn)) return mem_topk(rows, n, dim, q, keep, k, out);
+    half_dot_fn hd = pick_half_dot();
+    size_t m = 0;
+    const uint16_t *h = half;
+    for (size_t i = 0; i < n; i++, h += dim) {
+        scratch[i] = NAN;
+        if (keep && !keep[i]) continue;
+        float s = hd(h, q, dim);
+        scratch[i] = s;
+        if (s == s && (m < k || s > out[0].score)) m = heap_offer(out, m, k, (uint32_t)i, s);
+    }
+    float floor_score = -INFINITY;
+    if (m == k)
+        floor_score = nextafterf((float)((double)out[0].score - 2.0 * half_eps(qn, dim, norm_max)),
+                                 -INFINITY);
+    m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!(scratch[i] >= floor_score)) continue; /* also skips NaN and unkept rows */
+        float s = dot_kernel(rows + i * (size_t)dim, q, dim);
+        if (s == s && (m < k || s > out[0].score)) m = heap_offer(out, m, k, (uint32_t)i, s);
     }
     heap_sort_best_first(out, m);
     return m;

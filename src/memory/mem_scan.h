@@ -5,6 +5,8 @@
  * dot product is written so the compiler vectorises it (AVX2/AVX-512 clones
  * chosen at run time); the top-k is a bounded min-heap. Recall is 1.0 by
  * construction. Ties are broken by lower row index so results are stable.
+ * Large collections are scanned from a half-precision copy first
+ * (mem_topk_half), which is exact too: see mem_scan.c.
  */
 #ifndef PMCP_MEM_SCAN_H
 #define PMCP_MEM_SCAN_H
@@ -23,5 +25,17 @@ float mem_dot(const float *a, const float *b, int dim);
  * be NULL for all). Writes up to k hits, best first, and returns how many. */
 size_t mem_topk(const float *rows, size_t n, int dim, const float *q, const uint8_t *keep, size_t k,
                 mem_hit *out);
+
+/* float32 -> IEEE 754 half precision (round to nearest even), n values. */
+void mem_to_half(const float *in, uint16_t *out, size_t n);
+
+/* The same answer as mem_topk() (same rows, same scores, same order) from
+ * half the memory traffic: `half` holds the rows converted by mem_to_half().
+ * Every kept row is scored in half precision; only rows whose half score
+ * lies within the proven error bound of the k-th best are scored again in
+ * float32 from `rows`. norm_max bounds the float32 rows' norms; scratch has
+ * room for n floats. */
+size_t mem_topk_half(const uint16_t *half, const float *rows, size_t n, int dim, float norm_max,
+                     const float *q, const uint8_t *keep, size_t k, mem_hit *out, float *scratch);
 
 #endif

@@ -24,6 +24,9 @@
 
 #define RRF_K 60.0
 #define MAX_K 1000
+/* From this many rows the float32 scan no longer fits the caches well and
+ * the half-precision prefilter (exact as well, mem_scan.c) is used. */
+#define HALF_MIN_ROWS 256
 
 typedef struct cand {
     int64_t seq;
@@ -176,7 +179,10 @@ static size_t scan_coll(mem_store *m, mem_coll *c, const float *qv, size_t k, do
     uint8_t *keep = build_mask(m, c, min_imp, type, vis, a, &none);
     if (none || c->n == 0) return 0;
     mem_hit *hits = jarena_alloc(a, sizeof *hits * k);
-    size_t h = mem_topk(c->vecs, c->n, c->dim, qv, keep, k, hits);
+    size_t h = c->n >= HALF_MIN_ROWS
+                   ? mem_topk_half(c->half, c->vecs, c->n, c->dim, c->norm_max, qv, keep, k, hits,
+                                   jarena_alloc(a, sizeof(float) * c->n))
+                   : mem_topk(c->vecs, c->n, c->dim, qv, keep, k, hits);
     for (size_t i = 0; i < h; i++)
         out[i] = (cand){c->seq[hits[i].row], hits[i].score, hits[i].score};
     return h;

@@ -264,6 +264,94 @@ static void test_scan_edges(void **state)
     assert_near(out[0].score, 1.0, 0);
 }
 
+/* ---- half-precision prefilter ------------------------------------------------ */
+
+static void normalize_rows(float *rows, size_t n, int dim)
+{
+    for (size_t i = 0; i < n; i++) mem_normalize(rows + i * (size_t)dim, dim);
+}
+
+/* Unit rows; in half of the cases they are tiny perturbations (1e-4) of a
+ * few base rows, so many scores lie closer together than half precision can
+ * tell apart and the float32 rescoring alone decides the order. */
+static void fill_half_case(float *rows, size_t n, int dim, float *q)
+{
+    for (int i = 0; i < dim; i++) q[i] = rnd_unit();
+    mem_normalize(q, dim);
+    size_t pool = 1 + rnd_below(4);
+    bool near = rnd_below(2) == 0 && n > pool;
+    for (size_t i = 0; i < n * (size_t)dim; i++) rows[i] = rnd_unit();
+    if (near)
+        for (size_t i = pool; i < n; i++)
+            for (int j = 0; j < dim; j++)
+                rows[i * dim + j] = rows[rnd_below(pool) * dim + j] + 1e-4f * rnd_unit();
+    normalize_rows(rows, n, dim);
+}
+
+static void run_half_case(size_t n, int dim, size_t k, float norm_max)
+{
+    float *rows = malloc((n * (size_t)dim + 1) * sizeof(float));
+    uint16_t *half = malloc((n * (size_t)dim + 1) * sizeof(uint16_t));
+    float *q = malloc((size_t)dim * sizeof(float)), *scratch = malloc((n + 1) * sizeof(float));
+    fill_half_case(rows, n, dim, q);
+    mem_to_half(rows, half, n * (size_t)dim);
+    uint8_t *keep = make_keep(n);
+    mem_hit *got = malloc((k + 1) * sizeof *got), *want = malloc((k + 1) * sizeof *want);
+    size_t g = mem_topk_half(half, rows, n, dim, norm_max, q, keep, k, got, scratch);
+    size_t w = mem_topk(rows, n, dim, q, keep, k, want);
+    if (g != w) fail_msg("n=%zu dim=%d k=%zu: %zu hits, expected %zu", n, dim, k, g, w);
+    for (size_t i = 0; i < w; i++)
+        if (got[i].row != want[i].row || got[i].score != want[i].score)
+            fail_msg("n=%zu dim=%d k=%zu hit %zu: row %u (%.9g), expected %u (%.9g)", n, dim, k, i,
+                     got[i].row, (double)got[i].score, want[i].row, (double)want[i].score);
+    free(rows), free(half), free(q), free(scratch), free(keep), free(got), free(want);
+}
+
+static void test_half_prefilter_is_exact(void **state)
+{
+    (void)state;
+    for (int c = 0; c < 300; c++) {
+        size_t n = c < 5 ? (size_t)c : rnd_below(4001);
+        int dim = c % 3 == 0 ? 384 : 1 + (int)rnd_below(700);
+        size_t k = rnd_below(4) == 0 ? n + rnd_below(20) : 1 + rnd_below(50);
+        run_half_case(n, dim, k, 1.0001f);
+    }
+    run_half_case(500, 384, 10, 100.0f); /* rows said too long for half: float32 path */
+}
+
+/* mem_to_half rounds like the compiler's own float -> _Float16 conversion
+ * (round to nearest even), through subnormals, overflow and NaN. */
+static void test_half_conversion(void **state)
+{
+    (void)state;
+    static const float special[] = {0.0f,     -0.0f,     1.0f,         -2.5f,      65504.0f,
+                                    65519.0f, 65520.0f,  1e6f,         -1e6f,      0x1p-14f,
+                                    0x1p-24f, 0x1p-25f,  0x1.8p-25f,   0x1p-26f,   1e-30f,
+                                    INFINITY, -INFINITY, 0x1.ffep-15f, 3.14159265f};
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++) {
+        uint16_t h, ref;
+        _Float16 f = (_Float16)special[i];
+        memcpy(&ref, &f, sizeof ref);
+        mem_to_half(&special[i], &h, 1);
+        if (h != ref) fail_msg("%a -> %#x, expected %#x", (double)special[i], h, ref);
+    }
+    for (int i = 0; i < 200000; i++) {
+        uint32_t bits = (uint32_t)rnd_below(1u << 31) | (rnd_below(2) ? 0x80000000u : 0);
+        float x;
+        memcpy(&x, &bits, sizeof x);
+        if (x != x) continue; /* NaN payloads may differ; NaN-ness is checked below */
+        uint16_t h, ref;
+        _Float16 f = (_Float16)x;
+        memcpy(&ref, &f, sizeof ref);
+        mem_to_half(&x, &h, 1);
+        if (h != ref) fail_msg("%a -> %#x, expected %#x", (double)x, h, ref);
+    }
+    float nan = NAN;
+    uint16_t h;
+    mem_to_half(&nan, &h, 1);
+    assert_true((h & 0x7c00) == 0x7c00 && (h & 0x3ff) != 0);
+}
+
 static void test_dot_accuracy(void **state)
 {
     (void)state;
@@ -668,6 +756,8 @@ int main(void)
         cmocka_unit_test(test_scan_random_vs_naive),
         cmocka_unit_test(test_scan_edges),
         cmocka_unit_test(test_dot_accuracy),
+        cmocka_unit_test(test_half_prefilter_is_exact),
+        cmocka_unit_test(test_half_conversion),
         cmocka_unit_test(test_score_spec_vectors),
         cmocka_unit_test(test_score_emotional),
         cmocka_unit_test(test_score_context),
