@@ -86,7 +86,7 @@ only=""
 for p in table stores knn; do has $p && only+="${only:+,}$p"; done
 if [[ -n $only ]]; then
     "$PMCP" --host 127.0.0.1 --port 0 --port-file "$TMP/pmcp.port" --data-dir "$TMP/data" \
-        --log-level warn 2>"$TMP/pmcp.log" &
+        --log-level warn ${BENCH_SERVER_FLAGS:-} 2>"$TMP/pmcp.log" &
     SPID=$!; PIDS+=("$SPID")
     PORT=$(wait_port "$TMP/pmcp.port" "$SPID")
     timeout 1500 "$BENCH" ops --port "$PORT" --pid "$SPID" --seconds "$SECS" --warmup "$WARMUP" \

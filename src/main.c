@@ -223,8 +223,12 @@ int main(int argc, char **argv)
     api_init();
     a->mcp_fixtures = a->cfg.mcp_fixtures;
     mcp_init(a);
+    /* Four workers per core: a worker storing a memory sleeps until the
+     * writer's group commit, and the more of them wait, the more stores
+     * share one commit (docs/BENCHMARKS.md, issue 3 stores). */
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    a->workers = workq_start(a->cfg.workers > 0 ? a->cfg.workers : (int)(cores > 0 ? cores : 2));
+    int nworkers = a->cfg.workers > 0 ? a->cfg.workers : 4 * (int)(cores > 0 ? cores : 2);
+    a->workers = workq_start(nworkers > 64 && a->cfg.workers <= 0 ? 64 : nworkers);
     install_signals();
     int rc;
     if (a->cfg.command[0] || a->cfg.simulate_minutes > 0) {

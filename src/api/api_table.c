@@ -15,6 +15,12 @@
         name, fn, RPC_WORKER, NULL                                                                 \
     }
 
+/* Pipelined calls of these may run side by side (rpc_where). */
+#define WORKER_CONCURRENT(name, fn)                                                                \
+    {                                                                                              \
+        name, fn, RPC_WORKER_CONCURRENT, NULL                                                      \
+    }
+
 static const rpc_method g_table[] = {
     /* persona.* - api_persona.c, api_memory.c */
     INLINE("persona.list", api_persona_list),
@@ -28,8 +34,8 @@ static const rpc_method g_table[] = {
     WORKER("persona.chat_stream", api_persona_chat_stream),
     INLINE("persona.chat_cancel", api_persona_chat_cancel),
     /* memory.* - api_memory.c */
-    WORKER("memory.store", api_memory_store),
-    WORKER("memory.store_batch", api_memory_store_batch),
+    WORKER_CONCURRENT("memory.store", api_memory_store),
+    WORKER_CONCURRENT("memory.store_batch", api_memory_store_batch),
     WORKER("memory.update", api_memory_update),
     WORKER("memory.delete", api_memory_delete),
     WORKER("memory.search", api_memory_search),

@@ -51,7 +51,7 @@ static void defaults(app_config *c)
     c->max_inflight = 256;
     c->idle_timeout_secs = 300;
     c->ping_interval_secs = 30;
-    c->workers = 0; /* 0 = number of cores */
+    c->workers = 0; /* 0 = four per core (at most 64) */
     c->pool_size = 5;
     c->pool_overflow = 10;
     llm_config_default(&c->llm);
@@ -183,7 +183,7 @@ void app_config_usage(FILE *out)
         "  --max-inflight N         queued requests per connection (default 256)\n"
         "  --idle-timeout SECS      close connections idle this long (env WEBSOCKET_TIMEOUT; 300)\n"
         "  --ping-interval SECS     WebSocket ping on quiet connections (default 30; 0 = off)\n"
-        "  --workers N              worker threads (default: number of cores)\n"
+        "  --workers N              worker threads (default: 4 per core, at most 64)\n"
         "  --pool-size N            read connections kept open (default 5)\n"
         "  --pool-overflow N        extra read connections on demand (default 10)\n"
         "  --auth-token TOKEN       require 'Authorization: Bearer TOKEN' (env "

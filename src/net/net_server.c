@@ -9,6 +9,14 @@
  * bytes) goes to the worker queue, and its completion comes back through
  * net_post(). Responses leave in WRITEABLE callbacks, one lws_write each.
  *
+ * Order: a connection's answers leave in the order of its requests, and a
+ * request starts only when the ones before it have finished (later ones wait
+ * in conn->pending), with one exception: pipelined calls of `concurrent`
+ * methods (independent stores) run side by side on the workers, up to
+ * NET_FLY_MAX at once, so they share the writer's group commits. Those
+ * "flights" sit in a FIFO in request order; an answer leaves only once every
+ * flight before it has answered.
+ *
  * A net_conn outlives its wsi while jobs reference it: the wsi side drops
  * its reference at close and marks the conn closed; a late completion then
  * just frees its response.
@@ -29,6 +37,8 @@
 #include "net/net_internal.h"
 #include "rpc/rpc.h"
 
+#define NET_FLY_MAX 32 /* concurrent calls of one connection on the workers */
+
 typedef struct net_msg {
     struct net_msg *next;
     char *buf; /* LWS_PRE headroom + len bytes */
@@ -41,8 +51,10 @@ typedef struct net_job {
     char *raw; /* the message, with JSON_PADDING spare bytes; NULL when answered */
     size_t len;
     uint64_t t0;
-    bool ordered; /* its handler deferred an ordered answer: the sink finishes it */
-    jw out;       /* the answer (pre-answered rejections wait here for their turn) */
+    bool ordered;  /* its handler deferred an ordered answer: the sink finishes it */
+    bool flight;   /* a concurrent call: on conn's flight FIFO */
+    bool finished; /* (flights) answered, waiting for the flights before it */
+    jw out;        /* the answer (pre-answered rejections wait here for their turn) */
 } net_job;
 
 struct net_conn {
@@ -58,7 +70,9 @@ struct net_conn {
     size_t rx_len, rx_cap;
     net_job *pending_head, *pending_tail;
     int pending;
-    bool busy;                              /* a job of this connection is on a worker */
+    bool busy;                    /* a job of this connection is on a worker */
+    net_job *fly_head, *fly_tail; /* concurrent calls in request order */
+    int flying;
     bool closing;                           /* a close was requested: ignore further input */
     bool throttled;                         /* reading paused until the pending queue drains */
     uint64_t last_active;                   /* monotonic ns of the last message in or out */
@@ -123,7 +137,7 @@ static bool conn_has_work(net_conn *c)
     pthread_mutex_lock(&c->defer_mu);
     bool streams = c->ndefers > 0;
     pthread_mutex_unlock(&c->defer_mu);
-    return c->busy || c->pending || c->out_head || streams;
+    return c->busy || c->flying || c->pending || c->out_head || streams;
 }
 
 static void sweep(lws_sorted_usec_list_t *sul)
@@ -300,11 +314,38 @@ static void conn_unbusy(net_conn *c)
     if (c->wsi) conn_drain_pending(c);
 }
 
+/* Nothing of c is running or waiting: a new request may start at once. */
+static bool conn_idle(const net_conn *c)
+{
+    return !c->busy && !c->flying && !c->pending_head;
+}
+
+/* A flight answered: release the answers at the head of the FIFO that are
+ * complete, and once none is flying let the waiting requests run. */
+static void flight_done(net_conn *c, net_job *j)
+{
+    j->finished = true;
+    while (c->fly_head && c->fly_head->finished) {
+        net_job *h = c->fly_head;
+        c->fly_head = h->next;
+        if (!c->fly_head) c->fly_tail = NULL;
+        if (c->wsi) conn_queue_out(c, &h->out);
+        c->flying--;
+        S.jobs_in_flight--;
+        job_free(h);
+    }
+    if (!c->flying && c->wsi) conn_drain_pending(c);
+}
+
 static void job_done(app *a, void *arg)
 {
     (void)a;
     net_job *j = arg;
     net_conn *c = j->conn;
+    if (j->flight) {
+        flight_done(c, j);
+        return;
+    }
     if (c->wsi) conn_queue_out(c, &j->out);
     if (!j->ordered) conn_unbusy(c); /* else the sink's finish does it */
     job_free(j);
@@ -354,13 +395,42 @@ static void dispatch(net_conn *c, net_job *j)
     workq_push(c->app->workers, job_run, j);
 }
 
+static void fly(net_conn *c, net_job *j)
+{
+    j->flight = true;
+    j->next = NULL;
+    if (c->fly_tail)
+        c->fly_tail->next = j;
+    else
+        c->fly_head = j;
+    c->fly_tail = j;
+    c->flying++;
+    S.jobs_in_flight++;
+    workq_push(c->app->workers, job_run, j);
+}
+
+/* May this message start now, beside the flights of c? (Parse errors and
+ * anything else wait for their turn, so answers stay in order.) */
+static bool can_fly(net_conn *c, const char *data, size_t len, size_t cap)
+{
+    if (c->busy || c->pending_head || c->flying >= NET_FLY_MAX) return false;
+    json_error err;
+    jarena_reset(&S.scratch);
+    jv *msg = json_parse(&S.scratch, data, len, cap, JSON_DEFAULT_MAX_DEPTH, &err);
+    return msg && rpc_message_concurrent(c->sess, msg);
+}
+
 /* Execute now if every method in it is inline; else hand to a worker. The
  * job (if any) is consumed either way. */
 static void execute(net_conn *c, const char *data, size_t len, size_t cap, uint64_t t0, net_job *j)
 {
     jv *msg = parse_or_reply(c, data, len, cap);
     if (msg && rpc_message_where(c->app, c->sess, msg) == RPC_WORKER) {
-        dispatch(c, j ? j : job_new(c, data, len, t0));
+        if (!j) j = job_new(c, data, len, t0);
+        if (rpc_message_concurrent(c->sess, msg))
+            fly(c, j);
+        else
+            dispatch(c, j);
         return;
     }
     if (msg) {
@@ -394,10 +464,21 @@ static void unthrottle(net_conn *c)
     }
 }
 
+static bool can_fly_pending(net_conn *c, net_job *j)
+{
+    json_error err;
+    jarena_reset(&S.scratch);
+    jv *msg =
+        json_parse(&S.scratch, j->raw, j->len, j->len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH, &err);
+    return msg && rpc_message_concurrent(c->sess, msg);
+}
+
 static void conn_drain_pending(net_conn *c)
 {
     while (!c->busy && c->pending_head) {
         net_job *j = c->pending_head;
+        if (c->flying && (!j->raw || c->flying >= NET_FLY_MAX || !can_fly_pending(c, j)))
+            break; /* it waits for the flights to land */
         c->pending_head = j->next;
         if (!c->pending_head) c->pending_tail = NULL;
         c->pending--;
@@ -442,7 +523,7 @@ static void reject(net_conn *c, const char *data, size_t len, size_t cap, uint64
         rpc_write_error(&j->out, id, code, text, NULL);
     else
         rpc_write_error(&j->out, NULL, RPC_PARSE_ERROR, "Parse error", err.msg);
-    if (!c->busy && !c->pending_head) {
+    if (conn_idle(c)) {
         conn_queue_out(c, &j->out);
         job_free(j);
         return;
@@ -459,12 +540,16 @@ static void on_message(net_conn *c, const char *data, size_t len, size_t cap)
         reject(c, data, len, cap, t0, RPC_SERVER_STOPPING, "Server is shutting down");
         return;
     }
-    if (!c->busy && !c->pending_head) {
+    if (conn_idle(c)) {
         execute(c, data, len, cap, t0, NULL);
         return;
     }
+    if (c->flying && can_fly(c, data, len, cap)) {
+        fly(c, job_new(c, data, len, t0));
+        return;
+    }
     int limit = c->app->cfg.max_inflight;
-    if (c->pending + 1 >= limit) {
+    if (c->pending + c->flying + 1 >= limit) {
         metrics_inc(MC_INFLIGHT_REJECTED, 1);
         char text[128];
         snprintf(text, sizeof text, "Too many requests in flight on this connection (limit %d)",

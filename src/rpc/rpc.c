@@ -302,6 +302,15 @@ int rpc_execute(app *a, rpc_session *s, rpc_sink *sink, const jv *msg, jw *out, 
     return RPC_EXEC_DONE;
 }
 
+bool rpc_message_concurrent(rpc_session *s, const jv *msg)
+{
+    if (msg->type != JV_OBJECT) return false;
+    const jv *m = jv_get(msg, "method");
+    if (!jv_is_str(m)) return false;
+    const rpc_method *rm = rpc_table_lookup(table_of(s), m->u.s, NULL);
+    return rm && rm->where == RPC_WORKER_CONCURRENT;
+}
+
 rpc_where rpc_message_where(app *a, rpc_session *s, const jv *msg)
 {
     uint32_t n = msg->type == JV_ARRAY ? msg->len : 1;

@@ -120,7 +120,12 @@ typedef struct rpc_call {
 
 typedef int (*rpc_handler)(rpc_call *c); /* 0 = result written, -1 = rpc_fail() called */
 
-typedef enum { RPC_INLINE, RPC_WORKER } rpc_where;
+/* RPC_WORKER_CONCURRENT: a worker method whose calls commute with each
+ * other (e.g. independent stores), so a transport may run several of one
+ * connection's pipelined calls at once and keep only the answers in order.
+ * Never for methods that change connection state or defer an ordered
+ * answer. rpc_message_where() reports it as RPC_WORKER. */
+typedef enum { RPC_INLINE, RPC_WORKER, RPC_WORKER_CONCURRENT } rpc_where;
 
 /* For RPC_WORKER methods that can sometimes be answered from RAM: return
  * true when this call would not block (e.g. its data is cached). Called on
@@ -179,6 +184,8 @@ void rpc_deferred_end(rpc_deferred *d, bool ok);
 /* Transport side: the connection closed; run on-close hooks. */
 void rpc_deferred_closed(rpc_deferred *d);
 
+/* True when msg is a single call (not a batch) of a `concurrent` method. */
+bool rpc_message_concurrent(rpc_session *s, const jv *msg);
 rpc_where rpc_message_where(app *a, rpc_session *s, const jv *msg);
 /* Execute one parsed message; append the response (if any) to out.
  * Returns RPC_EXEC_ORDERED when a handler took an ordered deferral. */

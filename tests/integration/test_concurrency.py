@@ -128,3 +128,47 @@ def test_disconnects_do_not_clear_other_connections(server_factory):
             assert st["persona"]["name"] == "Aria"
 
     run(go())
+
+
+def test_pipelined_stores_run_side_by_side_answers_in_order(server_factory):
+    """memory.store calls pipelined on one connection run concurrently ("flights") but answer in
+    request order; a request of another kind waits for them, so it sees every store before it;
+    identical contents racing each other are still stored once; persona.switch applies exactly
+    to the requests after it."""
+    srv = server_factory(args=["--max-inflight", "256"])
+
+    async def go():
+        async with Conn(srv.url) as c:
+            listed = (await c.result("persona.list"))["personas"]
+            aria, kira = listed[0]["id"], listed[1]["id"]
+            frames = [{"method": "persona.switch", "params": {"persona_id": aria}}]
+            for i in range(60):
+                text = "the same racing memory" if i % 10 == 3 else f"pipelined memory {i}"
+                frames.append({"method": "memory.store", "params": {"content": text}})
+            frames.append({"method": "memory.stats", "params": {}})
+            frames.append({"method": "memory.search",
+                           "params": {"query": "pipelined memory 59", "n_results": 1}})
+            frames.append({"method": "persona.switch", "params": {"persona_id": kira}})
+            for i in range(20):
+                frames.append({"method": "memory.store", "params": {"content": f"kira {i}"}})
+            frames.append({"method": "memory.stats", "params": {"persona_id": kira}})
+            for k, f in enumerate(frames):
+                f.update({"jsonrpc": "2.0", "id": k})
+            for f in frames:
+                await c.send_raw(json.dumps(f))
+            resps = [await c.recv() for _ in frames]
+            assert [r["id"] for r in resps] == list(range(len(frames))), "answers out of order"
+            for r in resps:
+                assert_success(r)
+            stores = [r["result"] for r in resps[1:61]]
+            racing = [s for i, s in enumerate(stores) if i % 10 == 3]
+            assert len({s["memory_id"] for s in racing}) == 1, racing
+            assert sum(1 for s in racing if not s["duplicate"]) == 1, racing
+            assert resps[61]["result"]["total_memories"] == 55, resps[61]
+            found = resps[62]["result"]["memories"]
+            assert found and found[0]["content"] == "pipelined memory 59", found
+            assert resps[-1]["result"]["total_memories"] == 20, resps[-1]
+            kira_ids = {r["result"]["memory_id"] for r in resps[64:84]}
+            assert len(kira_ids) == 20
+
+    run(go())
