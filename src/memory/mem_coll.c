@@ -190,19 +190,54 @@ static int load_meta(mem_coll *c, store_conn *sc)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* Open a gap at row r (rows r.. move up by one); room is reserved. */
+static void open_gap(mem_coll *c, size_t r)
+{
+    size_t k = c->n - r, d = (size_t)c->dim;
+    memmove(c->vecs + (r + 1) * d, c->vecs + r * d, k * d * sizeof *c->vecs);
+    memmove(c->half + (r + 1) * d, c->half + r * d, k * d * sizeof *c->half);
+    memmove(c->seq + r + 1, c->seq + r, k * sizeof *c->seq);
+    memmove(c->importance + r + 1, c->importance + r, k * sizeof *c->importance);
+    memmove(c->type_id + r + 1, c->type_id + r, k * sizeof *c->type_id);
+    memmove(c->vis + r + 1, c->vis + r, k * sizeof *c->vis);
+    memmove(c->created + r + 1, c->created + r, k * sizeof *c->created);
+}
+
+/* Put a row at index r (c->n to append), keeping rows in seq order. */
+static void place_row(mem_store *m, mem_coll *c, size_t r, int64_t seq, const float *vec,
+                      double imp, int type, int vis, double created)
+{
+    coll_reserve(m, c, c->n + 1);
+    if (r < c->n) open_gap(c, r);
+    set_vec(c, r, vec);
+    c->seq[r] = seq;
+    c->importance[r] = (float)imp;
+    c->type_id[r] = (uint16_t)(type < 0 ? 0 : type);
+    c->vis[r] = (uint8_t)(vis < 0 ? 0 : vis);
+    c->created[r] = created;
+    agg_add(c, (float)imp, c->type_id[r], created, 1);
+    c->n++;
+    if (seq > c->max_seq) c->max_seq = seq;
+}
+
 static void append_row(mem_store *m, mem_coll *c, int64_t seq, const float *vec, double imp,
                        int type, int vis, double created)
 {
-    coll_reserve(m, c, c->n + 1);
-    set_vec(c, c->n, vec);
-    c->seq[c->n] = seq;
-    c->importance[c->n] = (float)imp;
-    c->type_id[c->n] = (uint16_t)(type < 0 ? 0 : type);
-    c->vis[c->n] = (uint8_t)(vis < 0 ? 0 : vis);
-    c->created[c->n] = created;
-    agg_add(c, (float)imp, c->type_id[c->n], created, 1);
-    c->n++;
-    if (seq > c->max_seq) c->max_seq = seq;
+    place_row(m, c, c->n, seq, vec, imp, type, vis, created);
+}
+
+/* Index at which seq belongs (first row with a seq >= it). */
+static size_t seq_slot(const mem_coll *c, int64_t seq)
+{
+    size_t lo = 0, hi = c->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c->seq[mid] < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 static int load_rows(mem_store *m, mem_coll *c, store_conn *sc)
@@ -291,14 +326,7 @@ void coll_release(mem_coll *c)
 
 long coll_find(const mem_coll *c, int64_t seq)
 {
-    size_t lo = 0, hi = c->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (c->seq[mid] < seq)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    size_t lo = seq_slot(c, seq);
     return (lo < c->n && c->seq[lo] == seq) ? (long)lo : -1;
 }
 
@@ -311,8 +339,13 @@ void coll_apply_insert(mem_store *m, mem_coll *c, int64_t seq, const float *vec,
         snprintf(c->model, sizeof c->model, "%s", model);
         if (c->loaded && c->n == 0) c->dim = dim;
     }
-    if (c->loaded && seq > c->max_seq && dim == c->dim)
-        append_row(m, c, seq, vec, importance, mem_type_id(m, type, true), vis, created);
+    /* Stores committed in one group may be applied here in any order: a
+     * row below max_seq goes to its place unless the load already read it. */
+    if (c->loaded && dim == c->dim) {
+        size_t r = seq > c->max_seq ? c->n : seq_slot(c, seq);
+        if (r == c->n || c->seq[r] != seq)
+            place_row(m, c, r, seq, vec, importance, mem_type_id(m, type, true), vis, created);
+    }
     pthread_rwlock_unlock(&c->lock);
 }
 

@@ -1,6 +1,8 @@
 /*
- * test_mem_access.c - search hits are counted in RAM and reach SQLite in
- * batches (src/memory/mem_access.c).
+ * test_memory_store.c - the memory module against a real store: search hits
+ * counted in RAM and written in batches (src/memory/mem_access.c), and
+ * collections kept in seq order when commits are applied out of order
+ * (src/memory/mem_coll.c).
  *
  * A real store on a temporary file and a real mem_store with a flush
  * interval of an hour, so nothing is written by the timer during a test:
@@ -21,6 +23,7 @@
 #include <unistd.h>
 
 #include "lib/json.h"
+#include "memory/mem_internal.h"
 #include "memory/memory.h"
 #include "store/store.h"
 
@@ -195,6 +198,34 @@ static void test_many_rows_grow_the_table(void **state)
     assert_int_equal(db_count(f, first, NULL), 1);
 }
 
+/* Stores committed in one group reach the collection in any order; each
+ * row still lands at its seq's place, once. */
+static void test_out_of_order_applies_keep_seq_order(void **state)
+{
+    fx *f = *state;
+    char a[40];
+    add(f, "the lighthouse keeper sings at dawn", a);
+    assert_int_equal(search(f, "lighthouse", 1), 1); /* loads the collection */
+    mem_coll *c = coll_get(f->m, "aria");
+    float v[384];
+    for (int i = 0; i < 384; i++) v[i] = i == 0 ? 1.0f : 0.0f;
+    static const int64_t order[] = {40, 20, 30, 10, 30, 50, 20};
+    for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+        v[1] = (float)order[i];
+        coll_apply_insert(f->m, c, order[i], v, 384, c->model, 0.5, "user_input", 0, 1.0);
+    }
+    mem_err e;
+    assert_int_equal(coll_acquire(f->m, c, &e), 0);
+    static const int64_t want[] = {1, 10, 20, 30, 40, 50};
+    assert_int_equal(c->n, 6);
+    for (size_t i = 0; i < 6; i++) {
+        assert_int_equal(c->seq[i], want[i]);
+        if (i) assert_true(c->vecs[i * 384 + 1] == (float)want[i]); /* its own vector */
+    }
+    assert_int_equal(c->max_seq, 50);
+    coll_release(c);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -204,6 +235,7 @@ int main(void)
         T(test_prune_sees_accesses),
         T(test_reused_rowid_does_not_inherit),
         T(test_many_rows_grow_the_table),
+        T(test_out_of_order_applies_keep_seq_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
