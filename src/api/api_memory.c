@@ -8,6 +8,7 @@
  * result carries "total_results" beside the original's count field.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
@@ -148,25 +149,71 @@ static int read_item(rpc_call *c, mem_item *it, const char *persona, float **vec
 
 /* ---- store, update, delete -------------------------------------------------- */
 
+static void write_stored(jw *w, const mem_added *out, const char *pid)
+{
+    jw_obj_begin(w);
+    jw_kstr(w, "memory_id", out->id);
+    jw_kstr(w, "id", out->id);
+    jw_kstr(w, "persona_id", pid);
+    jw_kbool(w, "stored", true);
+    jw_kbool(w, "duplicate", out->duplicate);
+    jw_kdouble(w, "importance", out->importance);
+    jw_obj_end(w);
+}
+
+typedef struct store_answer {
+    app *app;
+    rpc_deferred *d;
+    char pid[256];
+} store_answer;
+
+/* mem_add_async's done, on the writer thread: answer the deferred call. */
+static void store_answered(int rc, const mem_added *out, size_t n, const mem_err *e, void *ctx)
+{
+    (void)n;
+    store_answer *s = ctx;
+    if (rc < 0) {
+        rpc_deferred_error(s->d, e->code ? e->code : RPC_MEMORY_ERROR, e->msg, NULL);
+    } else {
+        if (!out->duplicate) app_changed(s->app, APP_CHANGED_MEMORIES, s->pid);
+        jw w;
+        jw_init(&w, 0, 256);
+        write_stored(&w, out, s->pid);
+        rpc_deferred_result(s->d, w.buf, jw_size(&w));
+        jw_free(&w);
+    }
+    rpc_deferred_end(s->d, rc == 0);
+    free(s);
+}
+
+/* Where the transport can take a deferred answer (a WebSocket connection),
+ * the worker does not wait for the commit: it embeds and scores, hands the
+ * row to the writer and is free; the writer's completion answers. Stores
+ * pipelined on one connection then share group commits. */
 int api_memory_store(rpc_call *c)
 {
     char pid[256];
     mem_item it = {0};
     float *vec;
     if (target_persona(c, pid, sizeof pid) < 0 || read_item(c, &it, pid, &vec) < 0) return -1;
-    mem_added out;
     mem_err e = {0};
+    store_answer *s = malloc(sizeof *s);
+    if (!s) abort();
+    if ((s->d = rpc_defer(c, true, c->req_id))) {
+        s->app = c->app;
+        snprintf(s->pid, sizeof s->pid, "%s", pid);
+        if (mem_add_async(c->app->memory, &it, 1, store_answered, s, &e) < 0) {
+            rpc_deferred_error(s->d, e.code ? e.code : RPC_MEMORY_ERROR, e.msg, NULL);
+            rpc_deferred_end(s->d, false);
+            free(s);
+        }
+        return 0;
+    }
+    free(s);
+    mem_added out;
     if (mem_add(c->app->memory, &it, 1, &out, &e) < 0) return mem_error(c, &e);
     if (!out.duplicate) app_changed(c->app, APP_CHANGED_MEMORIES, pid);
-    jw *w = c->out;
-    jw_obj_begin(w);
-    jw_kstr(w, "memory_id", out.id);
-    jw_kstr(w, "id", out.id);
-    jw_kstr(w, "persona_id", pid);
-    jw_kbool(w, "stored", true);
-    jw_kbool(w, "duplicate", out.duplicate);
-    jw_kdouble(w, "importance", out.importance);
-    jw_obj_end(w);
+    write_stored(c->out, &out, pid);
     return 0;
 }
 

@@ -341,39 +341,132 @@ static int plan_item(mem_store *m, const mem_item *it, add_plan *p, double now, 
     return 0;
 }
 
-int mem_add(mem_store *m, const mem_item *items, size_t n, mem_added *out, mem_err *e)
+/* Embed and score every item (vectors in a); -1 with e naming the item. */
+static int plan_all(mem_store *m, const mem_item *items, size_t n, add_plan **out, jarena *a,
+                    mem_err *e)
 {
-    jarena a;
-    jarena_init(&a);
-    add_plan *plans = jarena_alloc(&a, sizeof *plans * (n ? n : 1));
+    add_plan *plans = jarena_alloc(a, sizeof *plans * (n ? n : 1));
     memset(plans, 0, sizeof *plans * (n ? n : 1));
+    *out = plans;
     double now = app_now();
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        rc = plan_item(m, &items[i], &plans[i], now, &a, e);
-        if (rc < 0 && n > 1) {
+    for (size_t i = 0; i < n; i++) {
+        if (plan_item(m, &items[i], &plans[i], now, a, e) == 0) continue;
+        if (n > 1) {
             char inner[sizeof e->msg];
             snprintf(inner, sizeof inner, "%s", e->msg);
             mem_fail(e, e->code, "memories[%zu]: %s", i, inner);
         }
+        return -1;
     }
-    if (rc == 0) {
-        e->code = 0;
-        add_job j = {.plans = plans, .n = n, .out = out, .e = e};
-        int src = store_write(m->st, add_fn, &j);
-        if (src != SQLITE_OK && src != SQLITE_DONE) {
-            if (!e->code) mem_fail(e, -32002, "storing memory failed (SQLite error %d)", src);
-            rc = -1;
-        }
+    e->code = 0;
+    return 0;
+}
+
+/* After the commit: the writer's rc to 0/-1, new rows into the collections. */
+static int add_finish(mem_store *m, int src, const add_plan *plans, size_t n, const mem_added *out,
+                      mem_err *e)
+{
+    if (src != SQLITE_OK && src != SQLITE_DONE) {
+        if (!e->code) mem_fail(e, -32002, "storing memory failed (SQLite error %d)", src);
+        return -1;
     }
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        add_plan *p = &plans[i];
+    for (size_t i = 0; i < n; i++) {
+        const add_plan *p = &plans[i];
         if (!out[i].duplicate)
             coll_apply_insert(m, p->coll, p->seq, p->vec, p->dim, p->model, p->importance,
                               p->it->memory_type, mem_vis_code(p->it->visibility), p->created);
     }
+    return 0;
+}
+
+int mem_add(mem_store *m, const mem_item *items, size_t n, mem_added *out, mem_err *e)
+{
+    jarena a;
+    jarena_init(&a);
+    add_plan *plans;
+    int rc = plan_all(m, items, n, &plans, &a, e);
+    if (rc == 0) {
+        add_job j = {.plans = plans, .n = n, .out = out, .e = e};
+        rc = add_finish(m, store_write(m->st, add_fn, &j), plans, n, out, e);
+    }
     jarena_free(&a);
     return rc;
+}
+
+/* ---- the same without waiting for the commit ------------------------------ */
+
+typedef struct add_async {
+    mem_store *m;
+    jarena a; /* item copies, plans, vectors */
+    add_job job;
+    mem_item *items;
+    mem_added *out;
+    mem_err e;
+    mem_add_done done;
+    void *ctx;
+} add_async;
+
+static const char *dup_or_null(jarena *a, const char *s)
+{
+    return s ? jarena_strndup(a, s, strlen(s)) : NULL;
+}
+
+/* The request's memory is gone once its handler returns: keep copies. */
+static mem_item *copy_items(jarena *a, const mem_item *src, size_t n)
+{
+    mem_item *it = jarena_alloc(a, sizeof *it * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) {
+        it[i] = src[i];
+        it[i].persona_id = dup_or_null(a, src[i].persona_id);
+        it[i].content = dup_or_null(a, src[i].content);
+        it[i].memory_type = dup_or_null(a, src[i].memory_type);
+        it[i].related_json = dup_or_null(a, src[i].related_json);
+        it[i].visibility = dup_or_null(a, src[i].visibility);
+        it[i].metadata_json = dup_or_null(a, src[i].metadata_json);
+    }
+    return it;
+}
+
+static void add_async_free(add_async *x)
+{
+    jarena_free(&x->a);
+    free(x);
+}
+
+static int add_async_fn(store_conn *c, void *ctx)
+{
+    return add_fn(c, &((add_async *)ctx)->job);
+}
+
+static void add_async_done(int src, void *ctx)
+{
+    add_async *x = ctx;
+    int rc = add_finish(x->m, src, x->job.plans, x->job.n, x->out, &x->e);
+    x->done(rc, x->out, x->job.n, &x->e, x->ctx);
+    add_async_free(x);
+}
+
+int mem_add_async(mem_store *m, const mem_item *items, size_t n, mem_add_done done, void *ctx,
+                  mem_err *e)
+{
+    add_async *x = calloc(1, sizeof *x);
+    if (!x) abort();
+    jarena_init(&x->a);
+    x->m = m;
+    store_expect(m->st); /* a write is on its way: the writer may wait for it */
+    x->items = copy_items(&x->a, items, n);
+    add_plan *plans;
+    if (plan_all(m, x->items, n, &plans, &x->a, e) < 0) {
+        store_unexpect(m->st);
+        add_async_free(x);
+        return -1;
+    }
+    x->out = jarena_alloc(&x->a, sizeof *x->out * (n ? n : 1));
+    x->job = (add_job){.plans = plans, .n = n, .out = x->out, .e = &x->e};
+    x->done = done;
+    x->ctx = ctx;
+    store_submit_expected(m->st, add_async_fn, add_async_done, x);
+    return 0;
 }
 
 /* ---- update and delete ----------------------------------------------------- */

@@ -77,6 +77,15 @@ typedef struct mem_added {
 /* Store n memories in one transaction (all or nothing). */
 int mem_add(mem_store *m, const mem_item *items, size_t n, mem_added *out, mem_err *e);
 
+/* The same, without waiting for the commit: embeds and scores the items
+ * here (a bad item returns -1 with e, and done is never called), then
+ * returns; done(rc, out, n, e, ctx) runs on the writer thread once the
+ * transaction committed (rc 0) or failed (rc -1, e says why). The items are
+ * copied: they need not outlive the call. */
+typedef void (*mem_add_done)(int rc, const mem_added *out, size_t n, const mem_err *e, void *ctx);
+int mem_add_async(mem_store *m, const mem_item *items, size_t n, mem_add_done done, void *ctx,
+                  mem_err *e);
+
 typedef struct mem_patch {
     const char *content; /* NULL = unchanged (re-embedded when changed) */
     const char *memory_type;

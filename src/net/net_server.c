@@ -45,16 +45,27 @@ typedef struct net_msg {
     size_t len;
 } net_msg;
 
+typedef struct job_frame {
+    struct job_frame *next;
+    struct net_job *job;
+    jw frame;
+} job_frame;
+
 typedef struct net_job {
+    rpc_sink sink; /* flights: a deferred answer lands in this job's turn */
+    atomic_int refs;
     struct net_job *next;
     net_conn *conn;
     char *raw; /* the message, with JSON_PADDING spare bytes; NULL when answered */
     size_t len;
     uint64_t t0;
-    bool ordered;  /* its handler deferred an ordered answer: the sink finishes it */
-    bool flight;   /* a concurrent call: on conn's flight FIFO */
-    bool finished; /* (flights) answered, waiting for the flights before it */
-    jw out;        /* the answer (pre-answered rejections wait here for their turn) */
+    bool ordered;     /* its handler deferred an ordered answer: the sink finishes it */
+    bool flight;      /* a concurrent call: on conn's flight FIFO */
+    bool worker_done; /* (flights) its handler returned */
+    bool defer_done;  /* (flights) its deferred answer ended */
+    bool finished;    /* (flights) answered, waiting for the flights before it */
+    job_frame *frames, *frames_tail; /* (flights) deferred frames, in order */
+    jw out; /* the answer (pre-answered rejections wait here for their turn) */
 } net_job;
 
 struct net_conn {
@@ -105,7 +116,7 @@ static struct {
 
 /* ---- connection objects ---------------------------------------------------- */
 
-static const rpc_sink_ops g_sink_ops;
+static const rpc_sink_ops g_sink_ops, g_flight_ops;
 
 /* ---- idle sweep ---------------------------------------------------------------
  * Once a second, close connections with no message in either direction for
@@ -181,6 +192,12 @@ static void conn_unref(net_conn *c)
 
 static void job_free(net_job *j)
 {
+    while (j->frames) {
+        job_frame *f = j->frames;
+        j->frames = f->next;
+        jw_free(&f->frame);
+        free(f);
+    }
     jw_free(&j->out);
     free(j->raw);
     conn_unref(j->conn);
@@ -200,7 +217,15 @@ static net_job *job_new(net_conn *c, const char *data, size_t len, uint64_t t0)
     j->conn = c;
     jw_init(&j->out, LWS_PRE, 512);
     atomic_fetch_add(&c->refs, 1);
+    j->sink.ops = &g_flight_ops;
+    j->sink.headroom = LWS_PRE;
+    atomic_init(&j->refs, 1);
     return j;
+}
+
+static void job_unref(net_job *j)
+{
+    if (atomic_fetch_sub(&j->refs, 1) == 1) job_free(j);
 }
 
 /* Queue a finished response (takes the jw's buffer). */
@@ -320,19 +345,22 @@ static bool conn_idle(const net_conn *c)
     return !c->busy && !c->flying && !c->pending_head;
 }
 
-/* A flight answered: release the answers at the head of the FIFO that are
- * complete, and once none is flying let the waiting requests run. */
-static void flight_done(net_conn *c, net_job *j)
+/* A flight is answered once its handler returned and, if it deferred, the
+ * deferral ended. Then release the answers at the head of the FIFO that
+ * are complete, and once none is flying let the waiting requests run. */
+static void flight_check(net_conn *c, net_job *j)
 {
+    if (!j->worker_done || (j->ordered && !j->defer_done) || j->finished) return;
     j->finished = true;
     while (c->fly_head && c->fly_head->finished) {
         net_job *h = c->fly_head;
         c->fly_head = h->next;
         if (!c->fly_head) c->fly_tail = NULL;
-        if (c->wsi) conn_queue_out(c, &h->out);
+        conn_queue_out(c, &h->out); /* frees it if the conn is gone */
+        for (job_frame *f = h->frames; f; f = f->next) conn_queue_out(c, &f->frame);
         c->flying--;
         S.jobs_in_flight--;
-        job_free(h);
+        job_unref(h); /* the FIFO's reference */
     }
     if (!c->flying && c->wsi) conn_drain_pending(c);
 }
@@ -343,7 +371,9 @@ static void job_done(app *a, void *arg)
     net_job *j = arg;
     net_conn *c = j->conn;
     if (j->flight) {
-        flight_done(c, j);
+        j->worker_done = true;
+        flight_check(c, j);
+        job_unref(j); /* the worker's reference */
         return;
     }
     if (c->wsi) conn_queue_out(c, &j->out);
@@ -360,9 +390,10 @@ static void job_run(void *arg)
     json_error err;
     jv *msg =
         json_parse(&arena, j->raw, j->len, j->len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH, &err);
+    rpc_sink *sink = j->flight ? &j->sink : &c->sink;
     if (msg)
         j->ordered =
-            rpc_execute(c->app, c->sess, &c->sink, msg, &j->out, &arena, j->t0) == RPC_EXEC_ORDERED;
+            rpc_execute(c->app, c->sess, sink, msg, &j->out, &arena, j->t0) == RPC_EXEC_ORDERED;
     jarena_free(&arena);
     net_post(c->app, job_done, j);
 }
@@ -404,6 +435,7 @@ static void fly(net_conn *c, net_job *j)
     else
         c->fly_head = j;
     c->fly_tail = j;
+    atomic_fetch_add(&j->refs, 1); /* one for the FIFO, one for the worker */
     c->flying++;
     S.jobs_in_flight++;
     workq_push(c->app->workers, job_run, j);
@@ -644,6 +676,75 @@ static void sink_unwatch(rpc_sink *s, rpc_deferred *d)
 
 static const rpc_sink_ops g_sink_ops = {sink_send,  sink_finish, sink_ref,
                                         sink_unref, sink_watch,  sink_unwatch};
+
+/* ---- a flight as an rpc_sink ----------------------------------------------------
+ * A flight's deferred answer (a store answered by the writer's commit) is
+ * kept on its job and leaves in the flight's turn. Deferrals are still
+ * watched by the connection, so a close reaches them. */
+static void flight_frame_run(app *a, void *arg)
+{
+    (void)a;
+    job_frame *f = arg;
+    net_job *j = f->job;
+    f->next = NULL;
+    if (j->frames_tail)
+        j->frames_tail->next = f;
+    else
+        j->frames = f;
+    j->frames_tail = f;
+    job_unref(j);
+}
+
+static void flight_send(rpc_sink *s, jw *frame)
+{
+    net_job *j = (net_job *)s;
+    job_frame *f = malloc(sizeof *f);
+    if (!f) abort();
+    f->job = j;
+    f->frame = *frame;
+    memset(frame, 0, sizeof *frame);
+    atomic_fetch_add(&j->refs, 1);
+    net_post(j->conn->app, flight_frame_run, f);
+}
+
+static void flight_finish_run(app *a, void *arg)
+{
+    (void)a;
+    net_job *j = arg;
+    j->defer_done = true;
+    flight_check(j->conn, j);
+    job_unref(j);
+}
+
+static void flight_finish(rpc_sink *s)
+{
+    net_job *j = (net_job *)s;
+    atomic_fetch_add(&j->refs, 1);
+    net_post(j->conn->app, flight_finish_run, j);
+}
+
+static void flight_ref(rpc_sink *s)
+{
+    atomic_fetch_add(&((net_job *)s)->refs, 1);
+}
+
+static void flight_unref(rpc_sink *s)
+{
+    job_unref((net_job *)s);
+}
+
+static void flight_watch(rpc_sink *s, rpc_deferred *d)
+{
+    sink_watch(&((net_job *)s)->conn->sink, d);
+}
+
+static void flight_unwatch(rpc_sink *s, rpc_deferred *d)
+{
+    sink_unwatch(&((net_job *)s)->conn->sink, d);
+}
+
+static const rpc_sink_ops g_flight_ops = {flight_send,  flight_finish, flight_ref,
+                                          flight_unref, flight_watch,  flight_unwatch};
 
 /* The client went away: tell every open deferral (their hooks cancel
  * backend requests; they must not end the deferral synchronously). */

@@ -53,6 +53,7 @@ void store_opts_default(store_opts *o)
     o->pool_wait_ms = 5000;
     o->busy_timeout_ms = 5000;
     o->max_batch = 256;
+    o->commit_wait_us = 1000;
 }
 
 /* ---- running constant SQL ------------------------------------------------ */
@@ -239,7 +240,7 @@ int store_open(store **out, const store_opts *o, char *err, size_t errlen)
     if (open_writer_conn(s, err, errlen) != 0) goto undo;
     s->readers = store_readers_open(o, err, errlen);
     if (!s->readers) goto undo;
-    s->writer = store_writer_start(s->wconn, o->max_batch, err, errlen);
+    s->writer = store_writer_start(s->wconn, o->max_batch, o->commit_wait_us, err, errlen);
     if (!s->writer) goto undo;
     *out = s;
     return 0;
@@ -271,7 +272,22 @@ int store_write(store *s, store_write_fn fn, void *ctx)
 
 void store_submit(store *s, store_write_fn fn, store_done_fn done, void *ctx)
 {
-    store_writer_submit(s->writer, fn, done, ctx);
+    store_writer_submit(s->writer, fn, done, ctx, false);
+}
+
+void store_expect(store *s)
+{
+    store_writer_expect(s->writer, 1);
+}
+
+void store_unexpect(store *s)
+{
+    store_writer_expect(s->writer, -1);
+}
+
+void store_submit_expected(store *s, store_write_fn fn, store_done_fn done, void *ctx)
+{
+    store_writer_submit(s->writer, fn, done, ctx, true);
 }
 
 store_conn *store_pool_get(store *s)

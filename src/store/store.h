@@ -28,6 +28,7 @@
 #define PMCP_STORE_H
 
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -42,6 +43,7 @@ typedef struct store_opts {
     int pool_wait_ms;    /* max wait for a connection before giving up; default 5000 */
     int busy_timeout_ms; /* PRAGMA busy_timeout; default 5000 */
     int max_batch;       /* max jobs per group commit; default 256 */
+    int commit_wait_us;  /* wait for announced writes (store_expect); default 1000 */
 } store_opts;
 
 void store_opts_default(store_opts *o);
@@ -71,6 +73,15 @@ int store_write(store *s, store_write_fn fn, void *ctx);
  * at once on the caller's thread with SQLITE_NOMEM or SQLITE_MISUSE.
  * In both calls a job's SQLITE_DONE is reported as SQLITE_OK. */
 void store_submit(store *s, store_write_fn fn, store_done_fn done, void *ctx);
+
+/* Group commit across a pipeline: store_expect() announces a write that is
+ * being prepared (e.g. embedded) and will be handed over soon with
+ * store_submit_expected() (or abandoned with store_unexpect()). While
+ * announced writes are on their way, the writer holds a group open for up
+ * to commit_wait_us so they share its commit; a lone write never waits. */
+void store_expect(store *s);
+void store_unexpect(store *s);
+void store_submit_expected(store *s, store_write_fn fn, store_done_fn done, void *ctx);
 
 /* ---- reads ---------------------------------------------------------------- */
 store_conn *store_pool_get(store *s); /* NULL after pool_wait_ms */
@@ -133,10 +144,14 @@ void store_readers_stats(store_readers *r, store_stats *out);
 
 /* store_writer.c: the writer thread on connection c (not owned). stop runs
  * every queued job, then joins the thread. */
-store_writer *store_writer_start(store_conn *c, int max_batch, char *err, size_t errlen);
+store_writer *store_writer_start(store_conn *c, int max_batch, int wait_us, char *err,
+                                 size_t errlen);
+void store_writer_expect(store_writer *w, int delta);
 void store_writer_stop(store_writer *w);
 int store_writer_write(store_writer *w, store_write_fn fn, void *ctx);
-void store_writer_submit(store_writer *w, store_write_fn fn, store_done_fn done, void *ctx);
+/* expected: the job was announced with store_writer_expect(+1). */
+void store_writer_submit(store_writer *w, store_write_fn fn, store_done_fn done, void *ctx,
+                         bool expected);
 void store_writer_stats(store_writer *w, store_stats *out);
 
 /* Current UTC time as the original's ISO text: 2025-10-15T10:30:00.123456+00:00 */

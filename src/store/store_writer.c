@@ -13,7 +13,13 @@
  * with its own rc, an async job's done callback runs. One commit - one WAL
  * append - is shared by every job of the group, which is where the speed-up
  * comes from: while one group commits, the next one queues up, so the group
- * grows with the load by itself, with no timer.
+ * grows with the load by itself, with no timer. When the jobs come from a
+ * pipeline whose next writes are still being prepared (embedded, scored),
+ * the queue is often a single job; such writes are announced first
+ * (store_writer_expect), and while announced writes are on their way the
+ * thread holds the group open for up to wait_us, so they share the commit.
+ * A write nobody announced, or one arriving when none is announced, never
+ * waits.
  *
  * A job that fails is undone alone by its savepoint. Some errors (I/O, disk
  * full, out of memory) make SQLite roll back the whole transaction, and a
@@ -34,10 +40,12 @@
 
 #include "lib/log.h"
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
+#include <time.h>
 
 /* Arrays, not macros: the statement cache is keyed by address, and each of
  * these must have exactly one. */
@@ -64,6 +72,8 @@ struct store_writer {
     pthread_cond_t work; /* signalled when a job is queued or stop is asked */
     wjob *head, *tail;
     uint64_t depth;
+    int expected; /* announced writes not yet queued */
+    int wait_us;
     bool stopping, exited;
     pthread_t thread;
     /* writer thread only */
@@ -269,6 +279,19 @@ static void call_done(store_writer *w, int n)
     }
 }
 
+/* Announced writes are on their way: give them up to wait_us to join. */
+static void linger_locked(store_writer *w)
+{
+    if (w->expected <= 0 || w->wait_us <= 0) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long ns = ts.tv_nsec + (long)w->wait_us * 1000L;
+    ts.tv_sec += ns / 1000000000L;
+    ts.tv_nsec = ns % 1000000000L;
+    while (w->expected > 0 && !w->stopping && w->depth < (uint64_t)w->max_batch)
+        if (pthread_cond_timedwait(&w->work, &w->mu, &ts) == ETIMEDOUT) break;
+}
+
 static void *writer_main(void *arg)
 {
     store_writer *w = arg;
@@ -276,6 +299,7 @@ static void *writer_main(void *arg)
     for (;;) {
         while (!w->head && !w->stopping) pthread_cond_wait(&w->work, &w->mu);
         if (!w->head) break; /* stopping and drained */
+        linger_locked(w);
         int n = take_batch_locked(w);
         pthread_mutex_unlock(&w->mu);
         run_group(w, n);
@@ -301,12 +325,14 @@ static void writer_free(store_writer *w)
     free(w);
 }
 
-store_writer *store_writer_start(store_conn *c, int max_batch, char *err, size_t errlen)
+store_writer *store_writer_start(store_conn *c, int max_batch, int wait_us, char *err,
+                                 size_t errlen)
 {
     store_writer *w = calloc(1, sizeof *w);
     if (!w) goto oom;
     w->conn = c;
     w->max_batch = max_batch;
+    w->wait_us = wait_us;
     w->batch = calloc((size_t)max_batch, sizeof w->batch[0]);
     if (!w->batch) goto oom;
     pthread_mutex_init(&w->mu, NULL);
@@ -355,7 +381,16 @@ int store_writer_write(store_writer *w, store_write_fn fn, void *ctx)
     return rc == SQLITE_OK ? j.rc : rc;
 }
 
-void store_writer_submit(store_writer *w, store_write_fn fn, store_done_fn done, void *ctx)
+void store_writer_expect(store_writer *w, int delta)
+{
+    pthread_mutex_lock(&w->mu);
+    w->expected += delta;
+    if (delta < 0) pthread_cond_signal(&w->work);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void store_writer_submit(store_writer *w, store_write_fn fn, store_done_fn done, void *ctx,
+                         bool expected)
 {
     wjob *j = calloc(1, sizeof *j);
     int rc = SQLITE_NOMEM;
@@ -363,12 +398,13 @@ void store_writer_submit(store_writer *w, store_write_fn fn, store_done_fn done,
         j->fn = fn;
         j->done = done;
         j->ctx = ctx;
-        pthread_mutex_lock(&w->mu);
-        rc = enqueue_locked(w, j);
-        pthread_mutex_unlock(&w->mu);
     } else {
         log_error("store_submit: out of memory", NULL);
     }
+    pthread_mutex_lock(&w->mu);
+    if (expected) w->expected--; /* in the same step as the queueing */
+    if (j) rc = enqueue_locked(w, j);
+    pthread_mutex_unlock(&w->mu);
     if (rc == SQLITE_OK) return;
     free(j);
     if (done) done(rc, ctx);

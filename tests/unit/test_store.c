@@ -558,6 +558,53 @@ static void test_close_drains_queue(void **state)
     assert_int_equal(query_int(f->s, "SELECT count(DISTINCT k) FROM t"), 1000);
 }
 
+static uint64_t commits_of(store *s)
+{
+    store_stats st;
+    store_get_stats(s, &st);
+    return st.commits;
+}
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Announced writes arriving one by one share a commit; a write nobody
+ * announced does not wait for anything. */
+static void test_announced_writes_share_a_commit(void **state)
+{
+    fx *f = *state;
+    store_opts o = opts_for(f);
+    o.commit_wait_us = 200000; /* generous: a slow CI machine still groups */
+    store *s = open_with(f, &o);
+    assert_int_equal(store_write(s, create_t_fn, NULL), SQLITE_OK);
+    atomic_store(&g_done_count, 0);
+    uint64_t before = commits_of(s);
+    for (int i = 0; i < 3; i++) store_expect(s);
+    for (intptr_t i = 0; i < 3; i++) {
+        store_submit_expected(s, insert_t_fn, count_done, (void *)i);
+        usleep(2000); /* the next one is still being "prepared" */
+    }
+    while (atomic_load(&g_done_count) < 3) usleep(200);
+    assert_int_equal(commits_of(s) - before, 1);
+    /* an abandoned announcement releases the writer too */
+    store_expect(s);
+    store_expect(s);
+    uint64_t t0 = mono_us();
+    store_submit_expected(s, insert_t_fn, count_done, (void *)3);
+    store_unexpect(s);
+    while (atomic_load(&g_done_count) < 4) usleep(200);
+    assert_true(mono_us() - t0 < 150000);
+    /* nothing announced: no wait */
+    t0 = mono_us();
+    assert_int_equal(store_write(s, insert_t_fn, (void *)4), SQLITE_OK);
+    assert_true(mono_us() - t0 < 150000);
+    assert_int_equal(query_int(s, "SELECT count(*) FROM t"), 5);
+}
+
 /* ---- pool ---------------------------------------------------------------- */
 
 static void test_pool_hits(void **state)
@@ -819,6 +866,7 @@ int main(void)
         T(test_concurrent_writes),
         T(test_submit_done_after_commit),
         T(test_close_drains_queue),
+        T(test_announced_writes_share_a_commit),
         T(test_pool_hits),
         T(test_pool_overflow_wait_timeout),
         T(test_pool_idle_overflow_closed),
