@@ -8,7 +8,8 @@
  * therefore acknowledged only after it is durable in the WAL.
  *
  * Reads go through a pool of read-only connections (WAL lets them run beside
- * the writer): `pool_size` kept open, up to `pool_overflow` more opened on
+ * the writer): `pool_size` kept open once opened (one at store_open, the
+ * others on first demand), up to `pool_overflow` more opened on
  * demand and closed again after `pool_idle_secs` idle. Checkouts, hits
  * (an idle connection was reused), misses (one had to be opened), waits and
  * wait time are counted for /metrics and system.status.
@@ -127,6 +128,9 @@ typedef struct store_readers store_readers;
  * (readonly: SQLITE_OPEN_READONLY, else READWRITE|CREATE; always NOMUTEX). */
 sqlite3 *store_connect(const char *path, int readonly, int busy_timeout_ms, char *err,
                        size_t errlen);
+/* The same; fresh: the file is being created (set up without syncs). */
+sqlite3 *store_connect_ex(const char *path, int readonly, bool fresh, int busy_timeout_ms,
+                          char *err, size_t errlen);
 
 /* store_pool.c: the connection wrapper. wrap takes ownership of db (NULL on
  * out of memory, db then still the caller's); free finalizes the cached

@@ -26,6 +26,10 @@
  * closed from the bottom of the stack during get and put - no extra thread.
  * Connections are not tagged "base" or "overflow": the pool just never closes
  * below pool_size.
+ * Opening: one reader at store_open (it proves the file readable); the rest
+ * of pool_size are opened on first demand, like overflow ones, and then
+ * kept. Each open costs ~0.15 ms (the pragmas, the schema read), which was a
+ * third of creating a new database (docs/BENCHMARKS.md, issue 2).
  */
 #include "store/store.h"
 
@@ -288,7 +292,7 @@ store_readers *store_readers_open(const store_opts *o, char *err, size_t errlen)
         return NULL;
     }
     uint64_t now = now_ns();
-    for (int i = 0; i < r->base; i++) {
+    for (int i = 0; i < (r->base > 0 ? 1 : 0); i++) {
         store_conn *c = reader_open(r, err, errlen);
         if (!c) {
             store_readers_close(r);

@@ -284,13 +284,30 @@ static int writer_fk_fn(store_conn *c, void *ctx)
     return SQLITE_OK;
 }
 
+static int writer_sync_fn(store_conn *c, void *ctx)
+{
+    sqlite3_stmt *st = store_conn_stmt(c, "PRAGMA synchronous");
+    if (!st || sqlite3_step(st) != SQLITE_ROW) return SQLITE_ERROR;
+    *(int *)ctx = sqlite3_column_int(st, 0);
+    sqlite3_reset(st);
+    return SQLITE_OK;
+}
+
+/* A new file is created without syncs, but writes are acknowledged at
+ * synchronous=NORMAL (1) on a new and on an existing database alike. */
 static void test_writer_pragmas(void **state)
 {
     fx *f = *state;
     store *s = open_default(f);
-    int fk = -1;
+    int fk = -1, sync = -1;
     assert_int_equal(store_write(s, writer_fk_fn, &fk), SQLITE_OK);
     assert_int_equal(fk, 1);
+    assert_int_equal(store_write(s, writer_sync_fn, &sync), SQLITE_OK);
+    assert_int_equal(sync, 1);
+    reopen(f);
+    sync = -1;
+    assert_int_equal(store_write(f->s, writer_sync_fn, &sync), SQLITE_OK);
+    assert_int_equal(sync, 1);
 }
 
 static void test_reopen_does_not_reseed(void **state)
@@ -620,9 +637,30 @@ static void test_pool_hits(void **state)
     assert_int_equal(st.hits, 10);
     assert_int_equal(st.misses, 0);
     assert_int_equal(st.waits, 0);
-    assert_int_equal(st.conns_open, 5);
-    assert_int_equal(st.conns_idle, 5);
+    assert_int_equal(st.conns_open, 1); /* one opened at start, the rest on demand */
+    assert_int_equal(st.conns_idle, 1);
     assert_int_equal(st.conns_in_use, 0);
+}
+
+/* Readers beyond the first open on demand and are then kept (pool_size). */
+static void test_pool_opens_on_demand_then_keeps(void **state)
+{
+    fx *f = *state;
+    store *s = open_default(f);
+    store_conn *c[5];
+    for (int i = 0; i < 5; i++) assert_non_null(c[i] = store_pool_get(s));
+    for (int i = 0; i < 5; i++) store_pool_put(s, c[i]);
+    store_stats st;
+    store_get_stats(s, &st);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.misses, 4);
+    assert_int_equal(st.conns_open, 5);
+    for (int i = 0; i < 5; i++) assert_non_null(c[i] = store_pool_get(s));
+    for (int i = 0; i < 5; i++) store_pool_put(s, c[i]);
+    store_get_stats(s, &st);
+    assert_int_equal(st.hits, 6);
+    assert_int_equal(st.misses, 4);
+    assert_int_equal(st.conns_open, 5);
 }
 
 typedef struct waiter {
@@ -655,8 +693,8 @@ static void test_pool_overflow_wait_timeout(void **state)
     store_get_stats(s, &st);
     assert_int_equal(st.conns_open, 15);
     assert_int_equal(st.conns_in_use, 15);
-    assert_int_equal(st.hits, 5);
-    assert_int_equal(st.misses, 10);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.misses, 14);
 
     assert_null(store_pool_get(s)); /* the 16th */
     store_get_stats(s, &st);
@@ -720,7 +758,7 @@ static void test_pool_rolls_back_open_transaction(void **state)
     store_stats st;
     store_get_stats(s, &st);
     assert_int_equal(st.validations_failed, 0);
-    assert_int_equal(st.conns_open, 5);
+    assert_int_equal(st.conns_open, 1);
 }
 
 static void test_pool_drops_broken_connection(void **state)
@@ -753,7 +791,7 @@ static void test_pool_drops_broken_connection(void **state)
     store_stats st;
     store_get_stats(s, &st);
     assert_int_equal(st.validations_failed, 1);
-    assert_int_equal(st.conns_open, 4);
+    assert_int_equal(st.conns_open, 0);
     /* the pool still serves (an idle one), and refills on demand */
     assert_int_equal(query_int(s, "SELECT count(*) FROM personas"), 2);
 }
@@ -867,6 +905,7 @@ int main(void)
         T(test_submit_done_after_commit),
         T(test_close_drains_queue),
         T(test_announced_writes_share_a_commit),
+        T(test_pool_opens_on_demand_then_keeps),
         T(test_pool_hits),
         T(test_pool_overflow_wait_timeout),
         T(test_pool_idle_overflow_closed),
