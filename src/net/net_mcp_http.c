@@ -2,9 +2,12 @@
  * net_mcp_http.c - MCP Streamable HTTP on /mcp, beside the WebSocket.
  *
  *   POST   one JSON-RPC message (or batch). A request is answered with
- *          application/json, except tools/call, which is answered with an
- *          SSE stream so progress, logging and sampling requests can ride
- *          before its response. Notifications and responses only: 202.
+ *          application/json (Content-Length, the connection kept alive),
+ *          unless it may send something before its response: a tools/call
+ *          with a progressToken, or of chat or a conformance fixture, gets
+ *          an SSE stream so progress, logging and sampling requests can
+ *          ride before the result (mcp_request_may_stream). Notifications
+ *          and responses only: 202.
  *   GET    the session's standalone SSE stream (server notifications).
  *   DELETE ends the session.
  *
@@ -19,7 +22,11 @@
  * Each request gets an mh_stream: an rpc_sink that worker, upstream and
  * service threads send frames to; the frames are written on the service
  * thread in HTTP_WRITEABLE. The stream outlives the connection while
- * others hold references.
+ * others hold references. The body is parsed once: RAM-only methods run
+ * right here on the service thread (their frames go straight onto the
+ * stream), the rest go to a worker that takes the parsed message's arena.
+ * Frames keep headroom, so a JSON response is one write of headers and
+ * body, and an SSE event one write of prefix and data.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +43,9 @@
 #include "rpc/rpc.h"
 
 #define SESSION_IDLE_SECS 3600
+/* Frames keep this much room in front, so the HTTP headers or the SSE event
+ * prefix go out in the same write as the JSON. */
+#define FRAME_HEADROOM (LWS_PRE + 1024)
 
 /* ---- sessions (service thread only) ---------------------------------------- */
 
@@ -60,9 +70,13 @@ static void session_drop(mh_session **pp)
     g_nsessions--;
 }
 
+/* At most once a second: a request must not walk every session. */
 static void sessions_expire(void)
 {
+    static double last;
     double now = app_now();
+    if (now - last < 1.0) return;
+    last = now;
     for (mh_session **pp = &g_sessions; *pp;) {
         if (now - (*pp)->last_used > SESSION_IDLE_SECS)
             session_drop(pp);
@@ -146,33 +160,45 @@ typedef struct mh_post {
     bool finish;
 } mh_post;
 
-static void post_run(app *a, void *arg)
+/* Queue a frame (takes w's buffer) or mark the end; service thread only. */
+static void stream_apply(mh_stream *st, jw *w, bool finish)
 {
-    (void)a;
-    mh_post *p = arg;
-    mh_stream *st = p->st;
-    if (p->finish) {
+    if (finish) {
         st->complete = true;
     } else if (st->wsi) {
         mh_frame *f = malloc(sizeof *f);
         if (!f) abort();
-        f->w = p->w;
+        f->w = *w;
         f->next = NULL;
         if (st->tail)
             st->tail->next = f;
         else
             st->head = f;
         st->tail = f;
-        memset(&p->w, 0, sizeof p->w);
+        memset(w, 0, sizeof *w);
     }
-    jw_free(&p->w);
+    jw_free(w);
     if (st->wsi) lws_callback_on_writable(st->wsi);
-    stream_unref(st);
+}
+
+static void post_run(app *a, void *arg)
+{
+    (void)a;
+    mh_post *p = arg;
+    stream_apply(p->st, &p->w, p->finish);
+    stream_unref(p->st);
     free(p);
 }
 
+/* From the service thread (inline methods) the stream is changed at once;
+ * from any other thread through net_post(). */
 static void post(mh_stream *st, jw *w, bool finish)
 {
+    if (net_on_service_thread()) {
+        jw none = {0};
+        stream_apply(st, w ? w : &none, finish);
+        return;
+    }
     mh_post *p = calloc(1, sizeof *p);
     if (!p) abort();
     atomic_fetch_add(&st->refs, 1);
@@ -217,7 +243,7 @@ static mh_stream *stream_new(app *a, struct lws *wsi, const char *session, bool 
     mh_stream *st = calloc(1, sizeof *st);
     if (!st) abort();
     st->sink.ops = &g_ops;
-    st->sink.headroom = 0;
+    st->sink.headroom = FRAME_HEADROOM;
     atomic_init(&st->refs, 1); /* the connection's */
     st->app = a;
     st->wsi = wsi;
@@ -228,80 +254,116 @@ static mh_stream *stream_new(app *a, struct lws *wsi, const char *session, bool 
 
 /* ---- writing ------------------------------------------------------------------- */
 
-static int write_headers(struct lws *wsi, mh_stream *st, size_t len)
+/* The status line and headers into [*p, end), finalized but not written.
+ * len: the body's length (JSON), ignored for SSE. */
+static int build_headers(struct lws *wsi, mh_stream *st, size_t len, unsigned char **p,
+                         unsigned char *end)
 {
-    unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr;
     const char *ctype = st->sse ? "text/event-stream" : "application/json";
     lws_filepos_t clen = st->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)len;
-    if (lws_add_http_common_headers(wsi, 200, ctype, clen, &p, end) ||
+    if (lws_add_http_common_headers(wsi, 200, ctype, clen, p, end) ||
         lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-                                     (const unsigned char *)"no-cache, no-transform", 22, &p, end))
+                                     (const unsigned char *)"no-cache, no-transform", 22, p, end))
         return -1;
     if (st->session[0] &&
         lws_add_http_header_by_name(wsi, (const unsigned char *)"mcp-session-id:",
-                                    (const unsigned char *)st->session, 32, &p, end))
+                                    (const unsigned char *)st->session, 32, p, end))
         return -1;
-    if (lws_finalize_write_http_header(wsi, start, &p, end)) return -1;
-    if (st->sse) lws_http_mark_sse(wsi);
+    return lws_finalize_http_header(wsi, p, end) ? -1 : 0;
+}
+
+/* One lws_write of pre + the frame's JSON + post. The frame's headroom takes
+ * pre when it is large enough (it is for frames built for this sink). */
+static int write_framed(struct lws *wsi, jw *w, const void *pre, size_t npre, const char *post,
+                        size_t npost, enum lws_write_protocol wp)
+{
+    size_t n = jw_size(w);
+    jw_append(w, post, npost);
+    char *data = w->buf + w->headroom, *tmp = NULL, *start;
+    if (w->headroom >= LWS_PRE + npre) {
+        start = data - npre;
+    } else {
+        if (!(tmp = malloc(LWS_PRE + npre + n + npost))) abort();
+        start = tmp + LWS_PRE;
+        memcpy(start + npre, data, n + npost);
+    }
+    memcpy(start, pre, npre);
+    int rc = lws_write(wsi, (unsigned char *)start, npre + n + npost, wp);
+    free(tmp);
+    return rc < 0 ? -1 : 0;
+}
+
+/* The whole application/json response (headers and body) in one write; the
+ * connection then stays open for the client's next request. */
+static int write_json(struct lws *wsi, mh_stream *st)
+{
+    jw empty;
+    jw_init(&empty, 0, 0);
+    jw *body = st->head ? &st->head->w : &empty;
+    unsigned char hdr[1024], *p = hdr;
+    int rc = build_headers(wsi, st, jw_size(body), &p, hdr + sizeof hdr);
+    if (rc == 0) rc = write_framed(wsi, body, hdr, (size_t)(p - hdr), "", 0, LWS_WRITE_HTTP_FINAL);
+    jw_free(&empty);
+    st->headers_sent = true;
+    if (rc < 0) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+#define SSE_PREFIX "event: message\ndata: "
+
+/* One SSE event; the first one carries the response headers. */
+static int write_sse(struct lws *wsi, mh_stream *st, mh_frame *f, bool last)
+{
+    unsigned char pre[1024 + sizeof SSE_PREFIX], *p = pre;
+    if (!st->headers_sent && build_headers(wsi, st, 0, &p, pre + 1024) < 0) return -1;
+    memcpy(p, SSE_PREFIX, sizeof SSE_PREFIX - 1);
+    p += sizeof SSE_PREFIX - 1;
+    int rc = write_framed(wsi, &f->w, pre, (size_t)(p - pre), "\n\n", 2,
+                          last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+    if (!st->headers_sent) lws_http_mark_sse(wsi);
+    st->headers_sent = true;
+    return rc;
+}
+
+/* SSE headers before any event (a stream that has nothing to send yet). */
+static int write_sse_headers(struct lws *wsi, mh_stream *st)
+{
+    unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start;
+    if (build_headers(wsi, st, 0, &p, hdr + sizeof hdr) < 0 ||
+        lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) < 0)
+        return -1;
+    lws_http_mark_sse(wsi);
     st->headers_sent = true;
     return 0;
 }
 
-static int write_sse(struct lws *wsi, mh_frame *f, bool last)
-{
-    size_t n = jw_size(&f->w);
-    char *buf = malloc(LWS_PRE + n + 32);
-    if (!buf) abort();
-    char *p = buf + LWS_PRE;
-    memcpy(p, "event: message\ndata: ", 21);
-    memcpy(p + 21, jw_data(&f->w), n);
-    memcpy(p + 21 + n, "\n\n", 2);
-    int rc =
-        lws_write(wsi, (unsigned char *)p, n + 23, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
-    free(buf);
-    return rc < 0 ? -1 : 0;
-}
-
-static int write_json(struct lws *wsi, mh_stream *st)
+static int writeable_sse(struct lws *wsi, mh_stream *st)
 {
     mh_frame *f = st->head;
-    size_t n = f ? jw_size(&f->w) : 0;
-    if (write_headers(wsi, st, n) < 0) return -1;
-    char *buf = malloc(LWS_PRE + n + 1);
-    if (!buf) abort();
-    if (n) memcpy(buf + LWS_PRE, jw_data(&f->w), n);
-    int rc = lws_write(wsi, (unsigned char *)buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
-    free(buf);
-    if (rc < 0) return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    if (!f) {
+        if (!st->headers_sent) return write_sse_headers(wsi, st);
+        if (!st->complete) return 0;
+        lws_write(wsi, (unsigned char *)"", 0, LWS_WRITE_HTTP_FINAL);
+        return -1; /* unknown length: close ends the stream */
+    }
+    st->head = f->next;
+    if (!st->head) st->tail = NULL;
+    bool last = st->complete && !st->head;
+    int rc = write_sse(wsi, st, f, last);
+    jw_free(&f->w);
+    free(f);
+    if (rc < 0 || last) return -1;
+    if (st->head || st->complete) lws_callback_on_writable(wsi);
+    return 0;
 }
 
 int net_mcp_http_writeable(struct lws *wsi, net_pss *pss)
 {
     mh_stream *st = pss->mcp ? pss->mcp->stream : NULL;
     if (!st) return 0;
-    if (!st->sse) {
-        if (!st->complete) return 0; /* the single response is not ready yet */
-        return write_json(wsi, st);
-    }
-    if (!st->headers_sent && write_headers(wsi, st, 0) < 0) return -1;
-    mh_frame *f = st->head;
-    if (f) {
-        st->head = f->next;
-        if (!st->head) st->tail = NULL;
-        bool last = st->complete && !st->head;
-        int rc = write_sse(wsi, f, last);
-        jw_free(&f->w);
-        free(f);
-        if (rc < 0 || last) return -1; /* unknown length: close ends the stream */
-        if (st->head || st->complete) lws_callback_on_writable(wsi);
-        return 0;
-    }
-    if (st->complete) {
-        lws_write(wsi, (unsigned char *)"", 0, LWS_WRITE_HTTP_FINAL);
-        return -1;
-    }
-    return 0;
+    if (st->sse) return writeable_sse(wsi, st);
+    if (!st->complete || st->headers_sent) return 0; /* the response is not ready yet */
+    return write_json(wsi, st);
 }
 
 void net_mcp_http_closed(net_pss *pss)
@@ -451,38 +513,35 @@ int net_mcp_http_body(app *a, struct lws *wsi, net_pss *pss, const void *in, siz
 
 /* ---- executing a POSTed message ------------------------------------------------ */
 
+/* A message on its way to a worker: it owns the arena holding the parsed
+ * message, so the worker neither copies nor parses it again. */
 typedef struct mh_job {
     app *a;
     rpc_session *s;
     mh_stream *st;
-    char *raw;
-    size_t len;
+    jarena ar;
+    const jv *msg;
     uint64_t t0;
 } mh_job;
 
-static void run_message(app *a, rpc_session *s, mh_stream *st, const char *raw, size_t len,
+static void run_message(app *a, rpc_session *s, mh_stream *st, const jv *msg, jarena *ar,
                         uint64_t t0)
 {
-    jarena ar;
-    jarena_init(&ar);
-    json_error err;
-    jv *msg = json_parse(&ar, raw, len, len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH, &err);
     jw out;
-    jw_init(&out, 0, 1024);
-    int r = msg ? rpc_execute(a, s, &st->sink, msg, &out, &ar, t0) : RPC_EXEC_DONE;
+    jw_init(&out, st->sink.headroom, st->sink.headroom + 2048);
+    int r = rpc_execute(a, s, &st->sink, msg, &out, ar, t0);
     if (jw_size(&out)) st->sink.ops->send(&st->sink, &out);
     jw_free(&out);
     if (r != RPC_EXEC_ORDERED) st->sink.ops->finish(&st->sink);
-    jarena_free(&ar);
 }
 
 static void job_run(void *arg)
 {
     mh_job *j = arg;
-    run_message(j->a, j->s, j->st, j->raw, j->len, j->t0);
+    run_message(j->a, j->s, j->st, j->msg, &j->ar, j->t0);
     rpc_session_unref(j->s);
     stream_unref(j->st);
-    free(j->raw);
+    jarena_free(&j->ar);
     free(j);
 }
 
@@ -497,25 +556,29 @@ static bool has_request(const jv *msg, bool *is_init, bool *wants_sse)
         if (!jv_is_str(m) || !jv_get(&items[i], "id")) continue;
         any = true;
         if (strcmp(m->u.s, "initialize") == 0) *is_init = true;
-        if (strcmp(m->u.s, "tools/call") == 0) *wants_sse = true;
+        if (mcp_request_may_stream(&items[i])) *wants_sse = true;
     }
     return any;
 }
 
-static int dispatch(app *a, struct lws *wsi, net_pss *pss, mh_session *x, jv *msg, bool sse)
+/* Run the message here (RAM-only methods) or on a worker; the worker takes
+ * the arena (*ar is left empty). */
+static int dispatch(app *a, struct lws *wsi, net_pss *pss, mh_session *x, const jv *msg, jarena *ar,
+                    bool sse)
 {
     mh_req *r = pss->mcp;
     mh_stream *st = stream_new(a, wsi, x->id, sse);
     r->stream = st;
     uint64_t t0 = metrics_now_ns();
     if (rpc_message_where(a, x->s, msg) == RPC_INLINE) {
-        run_message(a, x->s, st, r->body, r->len, t0);
+        run_message(a, x->s, st, msg, ar, t0);
         return 0;
     }
     mh_job *j = calloc(1, sizeof *j);
-    if (!j || !(j->raw = malloc(r->len + JSON_PADDING))) abort();
-    memcpy(j->raw, r->body, r->len);
-    j->len = r->len;
+    if (!j) abort();
+    j->ar = *ar;
+    jarena_init(ar);
+    j->msg = msg;
     j->a = a;
     j->s = x->s;
     rpc_session_ref(x->s);
@@ -525,6 +588,45 @@ static int dispatch(app *a, struct lws *wsi, net_pss *pss, mh_session *x, jv *ms
     workq_push(a->workers, job_run, j);
     if (sse) lws_callback_on_writable(wsi);
     return 0;
+}
+
+/* The session a POST belongs to (a new one for initialize), or an error
+ * reply already sent (NULL, *rc set). */
+static mh_session *post_session(app *a, struct lws *wsi, net_pss *pss, bool is_init, int *rc)
+{
+    mh_req *r = pss->mcp;
+    mh_session *x;
+    if (is_init && !r->session[0]) {
+        if (g_nsessions >= a->cfg.max_connections) {
+            *rc = net_http_rpc_error(wsi, pss, 503, -32000, "Too many sessions");
+            return NULL;
+        }
+        return session_new(a);
+    }
+    if (!(x = require_session(wsi, pss, rc))) return NULL;
+    if (is_init && mcp_session_initialized(x->s)) {
+        *rc = net_http_rpc_error(wsi, pss, 400, RPC_INVALID_REQUEST,
+                                 "Invalid Request: session already initialized");
+        return NULL;
+    }
+    return x;
+}
+
+static int handle_message(app *a, struct lws *wsi, net_pss *pss, const jv *msg, jarena *ar)
+{
+    bool is_init = false, sse = false;
+    bool request = has_request(msg, &is_init, &sse);
+    int rc = 0;
+    mh_session *x = post_session(a, wsi, pss, is_init, &rc);
+    if (!x) return rc;
+    if (!request) { /* notifications and responses: run them, answer 202 */
+        jw out;
+        jw_init(&out, 0, 256);
+        rpc_execute(a, x->s, NULL, msg, &out, ar, metrics_now_ns());
+        jw_free(&out);
+        return net_http_reply(wsi, pss, 202, "application/json", "", 0);
+    }
+    return dispatch(a, wsi, pss, x, msg, ar, sse);
 }
 
 int net_mcp_http_body_done(app *a, struct lws *wsi, net_pss *pss)
@@ -541,35 +643,9 @@ int net_mcp_http_body_done(app *a, struct lws *wsi, net_pss *pss)
         char text[200];
         snprintf(text, sizeof text, "Parse error: %s", err.msg);
         rc = net_http_rpc_error(wsi, pss, 400, RPC_PARSE_ERROR, text);
-        jarena_free(&ar);
-        return rc;
+    } else {
+        rc = handle_message(a, wsi, pss, msg, &ar);
     }
-    bool is_init = false, sse = false;
-    bool request = has_request(msg, &is_init, &sse);
-    mh_session *x = NULL;
-    if (is_init && !r->session[0]) {
-        if (g_nsessions >= a->cfg.max_connections) {
-            jarena_free(&ar);
-            return net_http_rpc_error(wsi, pss, 503, -32000, "Too many sessions");
-        }
-        x = session_new(a);
-    } else if (!(x = require_session(wsi, pss, &rc))) {
-        jarena_free(&ar);
-        return rc;
-    } else if (is_init && mcp_session_initialized(x->s)) {
-        jarena_free(&ar);
-        return net_http_rpc_error(wsi, pss, 400, RPC_INVALID_REQUEST,
-                                  "Invalid Request: session already initialized");
-    }
-    if (!request) { /* notifications and responses: run them, answer 202 */
-        jw out;
-        jw_init(&out, 0, 256);
-        rpc_execute(a, x->s, NULL, msg, &out, &ar, metrics_now_ns());
-        jw_free(&out);
-        jarena_free(&ar);
-        return net_http_reply(wsi, pss, 202, "application/json", "", 0);
-    }
-    rc = dispatch(a, wsi, pss, x, msg, sse);
     jarena_free(&ar);
     return rc;
 }
