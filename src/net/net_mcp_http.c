@@ -57,8 +57,18 @@ typedef struct mh_session {
     bool has_get;
 } mh_session;
 
-static mh_session *g_sessions;
+/* Sessions by id: a chained hash table, so a request's lookup does not
+ * depend on how many sessions are open. */
+#define SESSION_BUCKETS 1024
+static mh_session *g_sessions[SESSION_BUCKETS];
 static int g_nsessions;
+
+static mh_session **bucket_of(const char *id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: the ids are random, but come from clients */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++) h = (h ^ *p) * 16777619u;
+    return &g_sessions[h % SESSION_BUCKETS];
+}
 
 static void session_drop(mh_session **pp)
 {
@@ -75,24 +85,30 @@ static void sessions_expire(void)
 {
     static double last;
     double now = app_now();
-    if (now - last < 1.0) return;
+    if (now - last < 1.0 || !g_nsessions) return;
     last = now;
-    for (mh_session **pp = &g_sessions; *pp;) {
-        if (now - (*pp)->last_used > SESSION_IDLE_SECS)
-            session_drop(pp);
-        else
-            pp = &(*pp)->next;
-    }
+    for (int i = 0; i < SESSION_BUCKETS; i++)
+        for (mh_session **pp = &g_sessions[i]; *pp;) {
+            if (now - (*pp)->last_used > SESSION_IDLE_SECS)
+                session_drop(pp);
+            else
+                pp = &(*pp)->next;
+        }
+}
+
+/* The link that points at session id (*result NULL when there is none). */
+static mh_session **session_link(const char *id)
+{
+    mh_session **pp = bucket_of(id);
+    while (*pp && strcmp((*pp)->id, id) != 0) pp = &(*pp)->next;
+    return pp;
 }
 
 static mh_session *session_find(const char *id)
 {
-    for (mh_session *x = g_sessions; x; x = x->next)
-        if (strcmp(x->id, id) == 0) {
-            x->last_used = app_now();
-            return x;
-        }
-    return NULL;
+    mh_session *x = *session_link(id);
+    if (x) x->last_used = app_now();
+    return x;
 }
 
 static mh_session *session_new(app *a)
@@ -105,15 +121,17 @@ static mh_session *session_new(app *a)
     x->s = rpc_session_new(net_next_session_id());
     mcp_session_setup(x->s, a);
     x->last_used = app_now();
-    x->next = g_sessions;
-    g_sessions = x;
+    mh_session **head = bucket_of(x->id);
+    x->next = *head;
+    *head = x;
     g_nsessions++;
     return x;
 }
 
 void net_mcp_http_shutdown(void)
 {
-    while (g_sessions) session_drop(&g_sessions);
+    for (int i = 0; i < SESSION_BUCKETS; i++)
+        while (g_sessions[i]) session_drop(&g_sessions[i]);
 }
 
 /* ---- streams ------------------------------------------------------------------ */
@@ -412,18 +430,25 @@ static int check_version(struct lws *wsi, net_pss *pss)
     return 0;
 }
 
+static mh_session *require_known(struct lws *wsi, net_pss *pss, const char *id, int *rc)
+{
+    mh_session *x = session_find(id);
+    if (!x) *rc = net_http_rpc_error(wsi, pss, 404, -32001, "Session not found");
+    return x;
+}
+
 /* The session named by the request, or an error reply (returns NULL). */
 static mh_session *require_session(struct lws *wsi, net_pss *pss, int *rc)
 {
     char id[80];
+    if (pss->mcp && pss->mcp->session[0]) /* a POST read it already */
+        return require_known(wsi, pss, pss->mcp->session, rc);
     if (hdr(wsi, "mcp-session-id:", id, sizeof id) <= 0) {
         *rc = net_http_rpc_error(wsi, pss, 400, -32000,
                                  "Bad Request: Mcp-Session-Id header is required");
         return NULL;
     }
-    mh_session *x = session_find(id);
-    if (!x) *rc = net_http_rpc_error(wsi, pss, 404, -32001, "Session not found");
-    return x;
+    return require_known(wsi, pss, id, rc);
 }
 
 static int open_get(app *a, struct lws *wsi, net_pss *pss)
@@ -461,11 +486,7 @@ int net_mcp_http_request(app *a, struct lws *wsi, net_pss *pss)
     if (method == LWSHUMETH_DELETE) {
         mh_session *x = require_session(wsi, pss, &rc);
         if (!x) return rc;
-        for (mh_session **pp = &g_sessions; *pp; pp = &(*pp)->next)
-            if (*pp == x) {
-                session_drop(pp);
-                break;
-            }
+        session_drop(session_link(x->id));
         return net_http_reply(wsi, pss, 200, "application/json", "{}", 2);
     }
     if (method != LWSHUMETH_POST)
