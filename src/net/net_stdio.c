@@ -97,6 +97,7 @@ static void flush_locked(void)
         pthread_cond_broadcast(&g_ob.drained);
     }
     g_ob.writing = false;
+    pthread_cond_broadcast(&g_ob.drained);
 }
 
 static void out_send(rpc_sink *s, jw *frame)
@@ -107,7 +108,7 @@ static void out_send(rpc_sink *s, jw *frame)
         pthread_cond_wait(&g_ob.drained, &g_out.mu);
     ob_append(&g_ob.pending, jw_data(frame), jw_size(frame));
     ob_append(&g_ob.pending, "\n", 1);
-    if (!t_batching && !g_ob.writing) flush_locked();
+    if ((!t_batching || g_ob.pending.len > OUT_HIGH) && !g_ob.writing) flush_locked();
     pthread_mutex_unlock(&g_out.mu);
     jw_free(frame);
 }
@@ -289,6 +290,10 @@ int net_stdio_run(app *a, volatile sig_atomic_t *stop)
     ts.tv_sec += 30;
     while (g_out.busy > 0 && pthread_cond_timedwait(&g_out.idle, &g_out.mu, &ts) == 0) {
     }
+    /* The last answers may still be in a writer's hands: see them out. */
+    while (g_ob.writing && pthread_cond_timedwait(&g_ob.drained, &g_out.mu, &ts) == 0) {
+    }
+    if (!g_ob.writing) flush_locked();
     pthread_mutex_unlock(&g_out.mu);
     mcp_session_set_notify(s, NULL);
     rpc_session_unref(s);
