@@ -6,8 +6,9 @@
  *          unless it may send something before its response: a tools/call
  *          with a progressToken, or of chat or a conformance fixture, gets
  *          an SSE stream so progress, logging and sampling requests can
- *          ride before the result (mcp_request_may_stream). Notifications
- *          and responses only: 202.
+ *          ride before the result (mcp_request_may_stream); it is chunked,
+ *          so that connection is kept as well. Notifications and responses
+ *          only: 202.
  *   GET    the session's standalone SSE stream (server notifications).
  *   DELETE ends the session.
  *
@@ -272,15 +273,32 @@ static mh_stream *stream_new(app *a, struct lws *wsi, const char *session, bool 
 
 /* ---- writing ------------------------------------------------------------------- */
 
+/* A POST's SSE response is sent with chunked transfer encoding, so its end
+ * is the last chunk and the connection stays open; the standalone GET
+ * stream ends only when the connection does. */
+static bool chunked(const mh_stream *st)
+{
+    return st->sse && !st->standalone;
+}
+
 /* The status line and headers into [*p, end), finalized but not written.
  * len: the body's length (JSON), ignored for SSE. */
 static int build_headers(struct lws *wsi, mh_stream *st, size_t len, unsigned char **p,
                          unsigned char *end)
 {
-    const char *ctype = st->sse ? "text/event-stream" : "application/json";
-    lws_filepos_t clen = st->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)len;
-    if (lws_add_http_common_headers(wsi, 200, ctype, clen, p, end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+    if (chunked(st)) { /* no length and no close: the connection is kept */
+        if (lws_add_http_header_status(wsi, 200, p, end) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                         (const unsigned char *)"text/event-stream", 17, p, end) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
+                                         (const unsigned char *)"chunked", 7, p, end))
+            return -1;
+    } else if (lws_add_http_common_headers(
+                   wsi, 200, st->sse ? "text/event-stream" : "application/json",
+                   st->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)len, p, end)) {
+        return -1;
+    }
+    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                      (const unsigned char *)"no-cache, no-transform", 22, p, end))
         return -1;
     if (st->session[0] &&
@@ -329,14 +347,19 @@ static int write_json(struct lws *wsi, mh_stream *st)
 
 #define SSE_PREFIX "event: message\ndata: "
 
-/* One SSE event; the first one carries the response headers. */
+#define LAST_CHUNK "0\r\n\r\n"
+
+/* One SSE event (a chunk of its own when chunked; the last one followed by
+ * the last chunk); the first event carries the response headers. */
 static int write_sse(struct lws *wsi, mh_stream *st, mh_frame *f, bool last)
 {
-    unsigned char pre[1024 + sizeof SSE_PREFIX], *p = pre;
+    unsigned char pre[1024 + 32 + sizeof SSE_PREFIX], *p = pre;
     if (!st->headers_sent && build_headers(wsi, st, 0, &p, pre + 1024) < 0) return -1;
+    if (chunked(st)) p += sprintf((char *)p, "%zx\r\n", sizeof SSE_PREFIX - 1 + jw_size(&f->w) + 2);
     memcpy(p, SSE_PREFIX, sizeof SSE_PREFIX - 1);
     p += sizeof SSE_PREFIX - 1;
-    int rc = write_framed(wsi, &f->w, pre, (size_t)(p - pre), "\n\n", 2,
+    const char *post = !chunked(st) ? "\n\n" : last ? "\n\n\r\n" LAST_CHUNK : "\n\n\r\n";
+    int rc = write_framed(wsi, &f->w, pre, (size_t)(p - pre), post, strlen(post),
                           last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
     if (!st->headers_sent) lws_http_mark_sse(wsi);
     st->headers_sent = true;
@@ -355,14 +378,25 @@ static int write_sse_headers(struct lws *wsi, mh_stream *st)
     return 0;
 }
 
+/* The stream is over: a chunked response ends its transaction (the
+ * connection is kept), any other ends with the connection. */
+static int sse_done(struct lws *wsi, mh_stream *st)
+{
+    if (!chunked(st)) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
 static int writeable_sse(struct lws *wsi, mh_stream *st)
 {
     mh_frame *f = st->head;
     if (!f) {
         if (!st->headers_sent) return write_sse_headers(wsi, st);
         if (!st->complete) return 0;
-        lws_write(wsi, (unsigned char *)"", 0, LWS_WRITE_HTTP_FINAL);
-        return -1; /* unknown length: close ends the stream */
+        unsigned char end[LWS_PRE + sizeof LAST_CHUNK];
+        size_t n = chunked(st) ? sizeof LAST_CHUNK - 1 : 0;
+        memcpy(end + LWS_PRE, LAST_CHUNK, n);
+        if (lws_write(wsi, end + LWS_PRE, n, LWS_WRITE_HTTP_FINAL) < 0) return -1;
+        return sse_done(wsi, st);
     }
     st->head = f->next;
     if (!st->head) st->tail = NULL;
@@ -370,7 +404,8 @@ static int writeable_sse(struct lws *wsi, mh_stream *st)
     int rc = write_sse(wsi, st, f, last);
     jw_free(&f->w);
     free(f);
-    if (rc < 0 || last) return -1;
+    if (rc < 0) return -1;
+    if (last) return sse_done(wsi, st);
     if (st->head || st->complete) lws_callback_on_writable(wsi);
     return 0;
 }

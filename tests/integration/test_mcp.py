@@ -603,7 +603,7 @@ class KeepAlive:
         payload = resp.read()
         headers = {k.lower(): v for k, v in resp.getheaders()}
         # http.client drops the socket when the server announced a close.
-        assert self.conn.sock is not None or "text/event-stream" in headers["content-type"]
+        assert self.conn.sock is not None, headers
         return resp.status, headers, payload
 
     def call(self, name, args, meta=None):
@@ -676,17 +676,22 @@ def test_http_tool_calls_plain_json_keep_alive(server_factory):
     assert status == 200 and headers["content-type"] == "application/json"
     assert sorted(m["id"] for m in json.loads(payload)) == [90, 91]
     assert c.same_connection()
-    # With a progressToken: SSE (the server may send progress before the result).
-    status, headers, payload = c.call("persona_get", {"persona_id": aria["id"]},
-                                      meta={"progressToken": "t1"})
-    assert status == 200 and headers["content-type"].startswith("text/event-stream")
-    msgs = Http.messages(headers, payload)
-    assert msgs[-1]["result"]["structuredContent"]["persona"]["id"] == aria["id"]
+    # With a progressToken: SSE (the server may send progress before the result), chunked,
+    # so the connection still stays open.
+    for token in ("t1", 7):
+        status, headers, payload = c.call("persona_get", {"persona_id": aria["id"]},
+                                          meta={"progressToken": token})
+        assert status == 200 and headers["content-type"].startswith("text/event-stream")
+        assert headers.get("transfer-encoding") == "chunked"
+        msgs = Http.messages(headers, payload)
+        assert msgs[-1]["result"]["structuredContent"]["persona"]["id"] == aria["id"]
+    plain_result(*c.call("persona_get", {"persona_id": aria["id"]}))
+    assert c.same_connection()
 
 
 def test_http_progress_is_streamed(server_factory):
     """A tool that reports progress, given a progressToken, answers with SSE: the
-    notifications/progress events, then the result."""
+    notifications/progress events, then the result; the connection stays open."""
     srv = server_factory(args=["--conformance-fixtures"])
     c = KeepAlive(srv.port)
     c.initialize()
@@ -698,6 +703,7 @@ def test_http_progress_is_streamed(server_factory):
     assert [p["progress"] for p in progress] == [0, 50, 100], msgs
     assert all(p["progressToken"] == "p7" for p in progress)
     assert "result" in msgs[-1]
+    assert c.same_connection()
     # A tool that logs streams even without a progressToken.
     c2 = KeepAlive(srv.port)
     c2.initialize()
