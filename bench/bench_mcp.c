@@ -365,10 +365,7 @@ static hc_done_fn g_done;
 /* The response is complete: hand it over, then keep or drop the connection. */
 static void hc_complete(hconn *h, uint64_t t)
 {
-    /* Not after a 202: persona-mcp answers the next request on that connection with a
-     * second 202 when it comes quickly (the bodyless reply's HTTP transaction completes
-     * only in a later writeable callback); see docs/BENCHMARKS_MEM_CHAT_MCP.md. */
-    bool keep = h->keep_alive && h->framing != FR_CLOSE && h->status != 202;
+    bool keep = h->keep_alive && h->framing != FR_CLOSE;
     h->busy = false;
     h->state = HC_IDLE;
     g_done(h, t);

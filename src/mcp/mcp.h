@@ -30,6 +30,12 @@ void mcp_session_setup(rpc_session *s, app *a);
 void mcp_session_set_notify(rpc_session *s, rpc_sink *sink);
 bool mcp_session_has_notify(rpc_session *s);
 bool mcp_session_initialized(rpc_session *s);
+/* May this request (one message object) send anything before its response:
+ * progress, log messages, sampling or elicitation requests? True for
+ * tools/call with a _meta.progressToken, and for the tools that talk back
+ * by themselves (chat, the conformance fixtures). When false, a transport
+ * may answer with a plain response (HTTP: application/json, keep-alive). */
+bool mcp_request_may_stream(const jv *req);
 /* Protocol versions this server speaks. */
 bool mcp_version_supported(const char *v);
 /* Forget every session's listeners (shutdown). */

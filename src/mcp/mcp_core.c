@@ -366,7 +366,7 @@ static const rpc_method g_methods[] = {
     {"ping", m_ping, RPC_INLINE, NULL},
     {"logging/setLevel", g_m_set_level, RPC_INLINE, NULL},
     {"tools/list", g_mcp_tools_list, RPC_INLINE, NULL},
-    {"tools/call", g_mcp_tools_call, RPC_WORKER, NULL},
+    {"tools/call", g_mcp_tools_call, RPC_WORKER, mcp_tools_call_inline},
     {"resources/list", g_mcp_resources_list, RPC_WORKER, NULL},
     {"resources/templates/list", g_mcp_resources_templates, RPC_INLINE, NULL},
     {"resources/read", g_mcp_resources_read, RPC_WORKER, NULL},

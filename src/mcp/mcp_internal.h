@@ -59,6 +59,9 @@ void mcp_text_result(jw *w, const char *text, size_t len, bool is_error);
 /* mcp_tools.c */
 int mcp_tools_list(rpc_call *c);
 int mcp_tools_call(rpc_call *c);
+/* inline_if of tools/call: a method-backed tool whose method would run
+ * inline (RAM only) with these arguments. */
+bool mcp_tools_call_inline(app *a, rpc_session *s, const jv *params);
 /* mcp_resources.c */
 int mcp_resources_list(rpc_call *c);
 int mcp_resources_templates(rpc_call *c);

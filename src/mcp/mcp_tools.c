@@ -134,6 +134,44 @@ static bool available(const mcp_tool *t)
     return !t->method || rpc_lookup(t->method, NULL) != NULL;
 }
 
+/* The product tool named name, or NULL (unknown, unavailable, or a fixture). */
+static const mcp_tool *find_tool(const char *name)
+{
+    for (size_t i = 0; i < NTOOLS; i++)
+        if (strcmp(g_tools[i].name, name) == 0) return available(&g_tools[i]) ? &g_tools[i] : NULL;
+    return NULL;
+}
+
+/* The method a tools/call request runs, when it is a method-backed product
+ * tool (not chat, not a fixture); NULL otherwise. */
+static const rpc_method *call_method(const jv *params, const jv **args)
+{
+    const jv *name = jv_get(params, "name");
+    const mcp_tool *t = jv_is_str(name) ? find_tool(name->u.s) : NULL;
+    if (!t || !t->method) return NULL; /* fixture names never clash with these */
+    const jv *a = jv_get(params, "arguments");
+    *args = a && a->type == JV_OBJECT ? a : NULL;
+    return rpc_lookup(t->method, NULL);
+}
+
+bool mcp_tools_call_inline(app *a, rpc_session *s, const jv *params)
+{
+    const jv *args = NULL;
+    const rpc_method *m = call_method(params, &args);
+    if (!m) return false;
+    return m->where == RPC_INLINE || (m->inline_if && m->inline_if(a, s, args));
+}
+
+bool mcp_request_may_stream(const jv *req)
+{
+    const jv *method = jv_get(req, "method");
+    if (!jv_is_str(method) || strcmp(method->u.s, "tools/call") != 0) return false;
+    const jv *params = jv_get(req, "params");
+    if (jv_get(jv_get(params, "_meta"), "progressToken")) return true;
+    const jv *args = NULL;
+    return call_method(params, &args) == NULL; /* chat and fixtures may send first */
+}
+
 int mcp_tools_list(rpc_call *c)
 {
     jw *w = c->out;
@@ -401,10 +439,7 @@ int mcp_tools_call(rpc_call *c)
         rpc_param_obj(c, "_meta", &meta) < 0)
         return -1;
     if (mcp_fixture_tool_call(c, name, args)) return 0;
-    for (size_t i = 0; i < NTOOLS; i++) {
-        const mcp_tool *t = &g_tools[i];
-        if (strcmp(t->name, name) != 0 || !available(t)) continue;
-        return t->method ? run_method(c, t, args) : chat_call(c, args, meta);
-    }
+    const mcp_tool *t = find_tool(name);
+    if (t) return t->method ? run_method(c, t, args) : chat_call(c, args, meta);
     return rpc_fail(c, RPC_INVALID_PARAMS, "Invalid params: unknown tool '%s'", name);
 }

@@ -20,6 +20,10 @@ typedef struct net_pss {
     mh_req *mcp; /* MCP Streamable HTTP request on this connection */
 } net_pss;
 
+/* True on the thread that runs the lws service loop (net_run), where a
+ * stream can be written to without a net_post() hand-off. */
+bool net_on_service_thread(void);
+
 /* net_mcp_http.c: MCP Streamable HTTP on /mcp (POST, GET, DELETE). */
 int net_mcp_http_request(app *a, struct lws *wsi, net_pss *pss);
 int net_mcp_http_body(app *a, struct lws *wsi, net_pss *pss, const void *in, size_t len);

@@ -2,9 +2,13 @@
  * net_mcp_http.c - MCP Streamable HTTP on /mcp, beside the WebSocket.
  *
  *   POST   one JSON-RPC message (or batch). A request is answered with
- *          application/json, except tools/call, which is answered with an
- *          SSE stream so progress, logging and sampling requests can ride
- *          before its response. Notifications and responses only: 202.
+ *          application/json (Content-Length, the connection kept alive),
+ *          unless it may send something before its response: a tools/call
+ *          with a progressToken, or of chat or a conformance fixture, gets
+ *          an SSE stream so progress, logging and sampling requests can
+ *          ride before the result (mcp_request_may_stream); it is chunked,
+ *          so that connection is kept as well. Notifications and responses
+ *          only: 202.
  *   GET    the session's standalone SSE stream (server notifications).
  *   DELETE ends the session.
  *
@@ -19,7 +23,11 @@
  * Each request gets an mh_stream: an rpc_sink that worker, upstream and
  * service threads send frames to; the frames are written on the service
  * thread in HTTP_WRITEABLE. The stream outlives the connection while
- * others hold references.
+ * others hold references. The body is parsed once: RAM-only methods run
+ * right here on the service thread (their frames go straight onto the
+ * stream), the rest go to a worker that takes the parsed message's arena.
+ * Frames keep headroom, so a JSON response is one write of headers and
+ * body, and an SSE event one write of prefix and data.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +44,9 @@
 #include "rpc/rpc.h"
 
 #define SESSION_IDLE_SECS 3600
+/* Frames keep this much room in front, so the HTTP headers or the SSE event
+ * prefix go out in the same write as the JSON. */
+#define FRAME_HEADROOM (LWS_PRE + 1024)
 
 /* ---- sessions (service thread only) ---------------------------------------- */
 
@@ -47,8 +58,18 @@ typedef struct mh_session {
     bool has_get;
 } mh_session;
 
-static mh_session *g_sessions;
+/* Sessions by id: a chained hash table, so a request's lookup does not
+ * depend on how many sessions are open. */
+#define SESSION_BUCKETS 1024
+static mh_session *g_sessions[SESSION_BUCKETS];
 static int g_nsessions;
+
+static mh_session **bucket_of(const char *id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: the ids are random, but come from clients */
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++) h = (h ^ *p) * 16777619u;
+    return &g_sessions[h % SESSION_BUCKETS];
+}
 
 static void session_drop(mh_session **pp)
 {
@@ -60,25 +81,35 @@ static void session_drop(mh_session **pp)
     g_nsessions--;
 }
 
+/* At most once a second: a request must not walk every session. */
 static void sessions_expire(void)
 {
+    static double last;
     double now = app_now();
-    for (mh_session **pp = &g_sessions; *pp;) {
-        if (now - (*pp)->last_used > SESSION_IDLE_SECS)
-            session_drop(pp);
-        else
-            pp = &(*pp)->next;
-    }
+    if (now - last < 1.0 || !g_nsessions) return;
+    last = now;
+    for (int i = 0; i < SESSION_BUCKETS; i++)
+        for (mh_session **pp = &g_sessions[i]; *pp;) {
+            if (now - (*pp)->last_used > SESSION_IDLE_SECS)
+                session_drop(pp);
+            else
+                pp = &(*pp)->next;
+        }
+}
+
+/* The link that points at session id (*result NULL when there is none). */
+static mh_session **session_link(const char *id)
+{
+    mh_session **pp = bucket_of(id);
+    while (*pp && strcmp((*pp)->id, id) != 0) pp = &(*pp)->next;
+    return pp;
 }
 
 static mh_session *session_find(const char *id)
 {
-    for (mh_session *x = g_sessions; x; x = x->next)
-        if (strcmp(x->id, id) == 0) {
-            x->last_used = app_now();
-            return x;
-        }
-    return NULL;
+    mh_session *x = *session_link(id);
+    if (x) x->last_used = app_now();
+    return x;
 }
 
 static mh_session *session_new(app *a)
@@ -91,15 +122,17 @@ static mh_session *session_new(app *a)
     x->s = rpc_session_new(net_next_session_id());
     mcp_session_setup(x->s, a);
     x->last_used = app_now();
-    x->next = g_sessions;
-    g_sessions = x;
+    mh_session **head = bucket_of(x->id);
+    x->next = *head;
+    *head = x;
     g_nsessions++;
     return x;
 }
 
 void net_mcp_http_shutdown(void)
 {
-    while (g_sessions) session_drop(&g_sessions);
+    for (int i = 0; i < SESSION_BUCKETS; i++)
+        while (g_sessions[i]) session_drop(&g_sessions[i]);
 }
 
 /* ---- streams ------------------------------------------------------------------ */
@@ -146,33 +179,45 @@ typedef struct mh_post {
     bool finish;
 } mh_post;
 
-static void post_run(app *a, void *arg)
+/* Queue a frame (takes w's buffer) or mark the end; service thread only. */
+static void stream_apply(mh_stream *st, jw *w, bool finish)
 {
-    (void)a;
-    mh_post *p = arg;
-    mh_stream *st = p->st;
-    if (p->finish) {
+    if (finish) {
         st->complete = true;
     } else if (st->wsi) {
         mh_frame *f = malloc(sizeof *f);
         if (!f) abort();
-        f->w = p->w;
+        f->w = *w;
         f->next = NULL;
         if (st->tail)
             st->tail->next = f;
         else
             st->head = f;
         st->tail = f;
-        memset(&p->w, 0, sizeof p->w);
+        memset(w, 0, sizeof *w);
     }
-    jw_free(&p->w);
+    jw_free(w);
     if (st->wsi) lws_callback_on_writable(st->wsi);
-    stream_unref(st);
+}
+
+static void post_run(app *a, void *arg)
+{
+    (void)a;
+    mh_post *p = arg;
+    stream_apply(p->st, &p->w, p->finish);
+    stream_unref(p->st);
     free(p);
 }
 
+/* From the service thread (inline methods) the stream is changed at once;
+ * from any other thread through net_post(). */
 static void post(mh_stream *st, jw *w, bool finish)
 {
+    if (net_on_service_thread()) {
+        jw none = {0};
+        stream_apply(st, w ? w : &none, finish);
+        return;
+    }
     mh_post *p = calloc(1, sizeof *p);
     if (!p) abort();
     atomic_fetch_add(&st->refs, 1);
@@ -217,7 +262,7 @@ static mh_stream *stream_new(app *a, struct lws *wsi, const char *session, bool 
     mh_stream *st = calloc(1, sizeof *st);
     if (!st) abort();
     st->sink.ops = &g_ops;
-    st->sink.headroom = 0;
+    st->sink.headroom = FRAME_HEADROOM;
     atomic_init(&st->refs, 1); /* the connection's */
     st->app = a;
     st->wsi = wsi;
@@ -228,80 +273,150 @@ static mh_stream *stream_new(app *a, struct lws *wsi, const char *session, bool 
 
 /* ---- writing ------------------------------------------------------------------- */
 
-static int write_headers(struct lws *wsi, mh_stream *st, size_t len)
+/* A POST's SSE response is sent with chunked transfer encoding, so its end
+ * is the last chunk and the connection stays open; the standalone GET
+ * stream ends only when the connection does. */
+static bool chunked(const mh_stream *st)
 {
-    unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr;
-    const char *ctype = st->sse ? "text/event-stream" : "application/json";
-    lws_filepos_t clen = st->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)len;
-    if (lws_add_http_common_headers(wsi, 200, ctype, clen, &p, end) ||
-        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-                                     (const unsigned char *)"no-cache, no-transform", 22, &p, end))
+    return st->sse && !st->standalone;
+}
+
+/* The status line and headers into [*p, end), finalized but not written.
+ * len: the body's length (JSON), ignored for SSE. */
+static int build_headers(struct lws *wsi, mh_stream *st, size_t len, unsigned char **p,
+                         unsigned char *end)
+{
+    if (chunked(st)) { /* no length and no close: the connection is kept */
+        if (lws_add_http_header_status(wsi, 200, p, end) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+                                         (const unsigned char *)"text/event-stream", 17, p, end) ||
+            lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
+                                         (const unsigned char *)"chunked", 7, p, end))
+            return -1;
+    } else if (lws_add_http_common_headers(
+                   wsi, 200, st->sse ? "text/event-stream" : "application/json",
+                   st->sse ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)len, p, end)) {
+        return -1;
+    }
+    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-cache, no-transform", 22, p, end))
         return -1;
     if (st->session[0] &&
         lws_add_http_header_by_name(wsi, (const unsigned char *)"mcp-session-id:",
-                                    (const unsigned char *)st->session, 32, &p, end))
+                                    (const unsigned char *)st->session, 32, p, end))
         return -1;
-    if (lws_finalize_write_http_header(wsi, start, &p, end)) return -1;
-    if (st->sse) lws_http_mark_sse(wsi);
+    return lws_finalize_http_header(wsi, p, end) ? -1 : 0;
+}
+
+/* One lws_write of pre + the frame's JSON + post. The frame's headroom takes
+ * pre when it is large enough (it is for frames built for this sink). */
+static int write_framed(struct lws *wsi, jw *w, const void *pre, size_t npre, const char *post,
+                        size_t npost, enum lws_write_protocol wp)
+{
+    size_t n = jw_size(w);
+    jw_append(w, post, npost);
+    char *data = w->buf + w->headroom, *tmp = NULL, *start;
+    if (w->headroom >= LWS_PRE + npre) {
+        start = data - npre;
+    } else {
+        if (!(tmp = malloc(LWS_PRE + npre + n + npost))) abort();
+        start = tmp + LWS_PRE;
+        memcpy(start + npre, data, n + npost);
+    }
+    memcpy(start, pre, npre);
+    int rc = lws_write(wsi, (unsigned char *)start, npre + n + npost, wp);
+    free(tmp);
+    return rc < 0 ? -1 : 0;
+}
+
+/* The whole application/json response (headers and body) in one write; the
+ * connection then stays open for the client's next request. */
+static int write_json(struct lws *wsi, mh_stream *st)
+{
+    jw empty;
+    jw_init(&empty, 0, 0);
+    jw *body = st->head ? &st->head->w : &empty;
+    unsigned char hdr[1024], *p = hdr;
+    int rc = build_headers(wsi, st, jw_size(body), &p, hdr + sizeof hdr);
+    if (rc == 0) rc = write_framed(wsi, body, hdr, (size_t)(p - hdr), "", 0, LWS_WRITE_HTTP_FINAL);
+    jw_free(&empty);
+    st->headers_sent = true;
+    if (rc < 0) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+#define SSE_PREFIX "event: message\ndata: "
+
+#define LAST_CHUNK "0\r\n\r\n"
+
+/* One SSE event (a chunk of its own when chunked; the last one followed by
+ * the last chunk); the first event carries the response headers. */
+static int write_sse(struct lws *wsi, mh_stream *st, mh_frame *f, bool last)
+{
+    unsigned char pre[1024 + 32 + sizeof SSE_PREFIX], *p = pre;
+    if (!st->headers_sent && build_headers(wsi, st, 0, &p, pre + 1024) < 0) return -1;
+    if (chunked(st)) p += sprintf((char *)p, "%zx\r\n", sizeof SSE_PREFIX - 1 + jw_size(&f->w) + 2);
+    memcpy(p, SSE_PREFIX, sizeof SSE_PREFIX - 1);
+    p += sizeof SSE_PREFIX - 1;
+    const char *post = !chunked(st) ? "\n\n" : last ? "\n\n\r\n" LAST_CHUNK : "\n\n\r\n";
+    int rc = write_framed(wsi, &f->w, pre, (size_t)(p - pre), post, strlen(post),
+                          last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+    if (!st->headers_sent) lws_http_mark_sse(wsi);
+    st->headers_sent = true;
+    return rc;
+}
+
+/* SSE headers before any event (a stream that has nothing to send yet). */
+static int write_sse_headers(struct lws *wsi, mh_stream *st)
+{
+    unsigned char hdr[LWS_PRE + 1024], *start = hdr + LWS_PRE, *p = start;
+    if (build_headers(wsi, st, 0, &p, hdr + sizeof hdr) < 0 ||
+        lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) < 0)
+        return -1;
+    lws_http_mark_sse(wsi);
     st->headers_sent = true;
     return 0;
 }
 
-static int write_sse(struct lws *wsi, mh_frame *f, bool last)
+/* The stream is over: a chunked response ends its transaction (the
+ * connection is kept), any other ends with the connection. */
+static int sse_done(struct lws *wsi, mh_stream *st)
 {
-    size_t n = jw_size(&f->w);
-    char *buf = malloc(LWS_PRE + n + 32);
-    if (!buf) abort();
-    char *p = buf + LWS_PRE;
-    memcpy(p, "event: message\ndata: ", 21);
-    memcpy(p + 21, jw_data(&f->w), n);
-    memcpy(p + 21 + n, "\n\n", 2);
-    int rc =
-        lws_write(wsi, (unsigned char *)p, n + 23, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
-    free(buf);
-    return rc < 0 ? -1 : 0;
+    if (!chunked(st)) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
-static int write_json(struct lws *wsi, mh_stream *st)
+static int writeable_sse(struct lws *wsi, mh_stream *st)
 {
     mh_frame *f = st->head;
-    size_t n = f ? jw_size(&f->w) : 0;
-    if (write_headers(wsi, st, n) < 0) return -1;
-    char *buf = malloc(LWS_PRE + n + 1);
-    if (!buf) abort();
-    if (n) memcpy(buf + LWS_PRE, jw_data(&f->w), n);
-    int rc = lws_write(wsi, (unsigned char *)buf + LWS_PRE, n, LWS_WRITE_HTTP_FINAL);
-    free(buf);
+    if (!f) {
+        if (!st->headers_sent) return write_sse_headers(wsi, st);
+        if (!st->complete) return 0;
+        unsigned char end[LWS_PRE + sizeof LAST_CHUNK];
+        size_t n = chunked(st) ? sizeof LAST_CHUNK - 1 : 0;
+        memcpy(end + LWS_PRE, LAST_CHUNK, n);
+        if (lws_write(wsi, end + LWS_PRE, n, LWS_WRITE_HTTP_FINAL) < 0) return -1;
+        return sse_done(wsi, st);
+    }
+    st->head = f->next;
+    if (!st->head) st->tail = NULL;
+    bool last = st->complete && !st->head;
+    int rc = write_sse(wsi, st, f, last);
+    jw_free(&f->w);
+    free(f);
     if (rc < 0) return -1;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    if (last) return sse_done(wsi, st);
+    if (st->head || st->complete) lws_callback_on_writable(wsi);
+    return 0;
 }
 
 int net_mcp_http_writeable(struct lws *wsi, net_pss *pss)
 {
     mh_stream *st = pss->mcp ? pss->mcp->stream : NULL;
     if (!st) return 0;
-    if (!st->sse) {
-        if (!st->complete) return 0; /* the single response is not ready yet */
-        return write_json(wsi, st);
-    }
-    if (!st->headers_sent && write_headers(wsi, st, 0) < 0) return -1;
-    mh_frame *f = st->head;
-    if (f) {
-        st->head = f->next;
-        if (!st->head) st->tail = NULL;
-        bool last = st->complete && !st->head;
-        int rc = write_sse(wsi, f, last);
-        jw_free(&f->w);
-        free(f);
-        if (rc < 0 || last) return -1; /* unknown length: close ends the stream */
-        if (st->head || st->complete) lws_callback_on_writable(wsi);
-        return 0;
-    }
-    if (st->complete) {
-        lws_write(wsi, (unsigned char *)"", 0, LWS_WRITE_HTTP_FINAL);
-        return -1;
-    }
-    return 0;
+    if (st->sse) return writeable_sse(wsi, st);
+    if (!st->complete || st->headers_sent) return 0; /* the response is not ready yet */
+    return write_json(wsi, st);
 }
 
 void net_mcp_http_closed(net_pss *pss)
@@ -350,18 +465,25 @@ static int check_version(struct lws *wsi, net_pss *pss)
     return 0;
 }
 
+static mh_session *require_known(struct lws *wsi, net_pss *pss, const char *id, int *rc)
+{
+    mh_session *x = session_find(id);
+    if (!x) *rc = net_http_rpc_error(wsi, pss, 404, -32001, "Session not found");
+    return x;
+}
+
 /* The session named by the request, or an error reply (returns NULL). */
 static mh_session *require_session(struct lws *wsi, net_pss *pss, int *rc)
 {
     char id[80];
+    if (pss->mcp && pss->mcp->session[0]) /* a POST read it already */
+        return require_known(wsi, pss, pss->mcp->session, rc);
     if (hdr(wsi, "mcp-session-id:", id, sizeof id) <= 0) {
         *rc = net_http_rpc_error(wsi, pss, 400, -32000,
                                  "Bad Request: Mcp-Session-Id header is required");
         return NULL;
     }
-    mh_session *x = session_find(id);
-    if (!x) *rc = net_http_rpc_error(wsi, pss, 404, -32001, "Session not found");
-    return x;
+    return require_known(wsi, pss, id, rc);
 }
 
 static int open_get(app *a, struct lws *wsi, net_pss *pss)
@@ -399,11 +521,7 @@ int net_mcp_http_request(app *a, struct lws *wsi, net_pss *pss)
     if (method == LWSHUMETH_DELETE) {
         mh_session *x = require_session(wsi, pss, &rc);
         if (!x) return rc;
-        for (mh_session **pp = &g_sessions; *pp; pp = &(*pp)->next)
-            if (*pp == x) {
-                session_drop(pp);
-                break;
-            }
+        session_drop(session_link(x->id));
         return net_http_reply(wsi, pss, 200, "application/json", "{}", 2);
     }
     if (method != LWSHUMETH_POST)
@@ -451,38 +569,35 @@ int net_mcp_http_body(app *a, struct lws *wsi, net_pss *pss, const void *in, siz
 
 /* ---- executing a POSTed message ------------------------------------------------ */
 
+/* A message on its way to a worker: it owns the arena holding the parsed
+ * message, so the worker neither copies nor parses it again. */
 typedef struct mh_job {
     app *a;
     rpc_session *s;
     mh_stream *st;
-    char *raw;
-    size_t len;
+    jarena ar;
+    const jv *msg;
     uint64_t t0;
 } mh_job;
 
-static void run_message(app *a, rpc_session *s, mh_stream *st, const char *raw, size_t len,
+static void run_message(app *a, rpc_session *s, mh_stream *st, const jv *msg, jarena *ar,
                         uint64_t t0)
 {
-    jarena ar;
-    jarena_init(&ar);
-    json_error err;
-    jv *msg = json_parse(&ar, raw, len, len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH, &err);
     jw out;
-    jw_init(&out, 0, 1024);
-    int r = msg ? rpc_execute(a, s, &st->sink, msg, &out, &ar, t0) : RPC_EXEC_DONE;
+    jw_init(&out, st->sink.headroom, st->sink.headroom + 2048);
+    int r = rpc_execute(a, s, &st->sink, msg, &out, ar, t0);
     if (jw_size(&out)) st->sink.ops->send(&st->sink, &out);
     jw_free(&out);
     if (r != RPC_EXEC_ORDERED) st->sink.ops->finish(&st->sink);
-    jarena_free(&ar);
 }
 
 static void job_run(void *arg)
 {
     mh_job *j = arg;
-    run_message(j->a, j->s, j->st, j->raw, j->len, j->t0);
+    run_message(j->a, j->s, j->st, j->msg, &j->ar, j->t0);
     rpc_session_unref(j->s);
     stream_unref(j->st);
-    free(j->raw);
+    jarena_free(&j->ar);
     free(j);
 }
 
@@ -497,25 +612,29 @@ static bool has_request(const jv *msg, bool *is_init, bool *wants_sse)
         if (!jv_is_str(m) || !jv_get(&items[i], "id")) continue;
         any = true;
         if (strcmp(m->u.s, "initialize") == 0) *is_init = true;
-        if (strcmp(m->u.s, "tools/call") == 0) *wants_sse = true;
+        if (mcp_request_may_stream(&items[i])) *wants_sse = true;
     }
     return any;
 }
 
-static int dispatch(app *a, struct lws *wsi, net_pss *pss, mh_session *x, jv *msg, bool sse)
+/* Run the message here (RAM-only methods) or on a worker; the worker takes
+ * the arena (*ar is left empty). */
+static int dispatch(app *a, struct lws *wsi, net_pss *pss, mh_session *x, const jv *msg, jarena *ar,
+                    bool sse)
 {
     mh_req *r = pss->mcp;
     mh_stream *st = stream_new(a, wsi, x->id, sse);
     r->stream = st;
     uint64_t t0 = metrics_now_ns();
     if (rpc_message_where(a, x->s, msg) == RPC_INLINE) {
-        run_message(a, x->s, st, r->body, r->len, t0);
+        run_message(a, x->s, st, msg, ar, t0);
         return 0;
     }
     mh_job *j = calloc(1, sizeof *j);
-    if (!j || !(j->raw = malloc(r->len + JSON_PADDING))) abort();
-    memcpy(j->raw, r->body, r->len);
-    j->len = r->len;
+    if (!j) abort();
+    j->ar = *ar;
+    jarena_init(ar);
+    j->msg = msg;
     j->a = a;
     j->s = x->s;
     rpc_session_ref(x->s);
@@ -525,6 +644,45 @@ static int dispatch(app *a, struct lws *wsi, net_pss *pss, mh_session *x, jv *ms
     workq_push(a->workers, job_run, j);
     if (sse) lws_callback_on_writable(wsi);
     return 0;
+}
+
+/* The session a POST belongs to (a new one for initialize), or an error
+ * reply already sent (NULL, *rc set). */
+static mh_session *post_session(app *a, struct lws *wsi, net_pss *pss, bool is_init, int *rc)
+{
+    mh_req *r = pss->mcp;
+    mh_session *x;
+    if (is_init && !r->session[0]) {
+        if (g_nsessions >= a->cfg.max_connections) {
+            *rc = net_http_rpc_error(wsi, pss, 503, -32000, "Too many sessions");
+            return NULL;
+        }
+        return session_new(a);
+    }
+    if (!(x = require_session(wsi, pss, rc))) return NULL;
+    if (is_init && mcp_session_initialized(x->s)) {
+        *rc = net_http_rpc_error(wsi, pss, 400, RPC_INVALID_REQUEST,
+                                 "Invalid Request: session already initialized");
+        return NULL;
+    }
+    return x;
+}
+
+static int handle_message(app *a, struct lws *wsi, net_pss *pss, const jv *msg, jarena *ar)
+{
+    bool is_init = false, sse = false;
+    bool request = has_request(msg, &is_init, &sse);
+    int rc = 0;
+    mh_session *x = post_session(a, wsi, pss, is_init, &rc);
+    if (!x) return rc;
+    if (!request) { /* notifications and responses: run them, answer 202 */
+        jw out;
+        jw_init(&out, 0, 256);
+        rpc_execute(a, x->s, NULL, msg, &out, ar, metrics_now_ns());
+        jw_free(&out);
+        return net_http_reply(wsi, pss, 202, "application/json", "", 0);
+    }
+    return dispatch(a, wsi, pss, x, msg, ar, sse);
 }
 
 int net_mcp_http_body_done(app *a, struct lws *wsi, net_pss *pss)
@@ -541,35 +699,9 @@ int net_mcp_http_body_done(app *a, struct lws *wsi, net_pss *pss)
         char text[200];
         snprintf(text, sizeof text, "Parse error: %s", err.msg);
         rc = net_http_rpc_error(wsi, pss, 400, RPC_PARSE_ERROR, text);
-        jarena_free(&ar);
-        return rc;
+    } else {
+        rc = handle_message(a, wsi, pss, msg, &ar);
     }
-    bool is_init = false, sse = false;
-    bool request = has_request(msg, &is_init, &sse);
-    mh_session *x = NULL;
-    if (is_init && !r->session[0]) {
-        if (g_nsessions >= a->cfg.max_connections) {
-            jarena_free(&ar);
-            return net_http_rpc_error(wsi, pss, 503, -32000, "Too many sessions");
-        }
-        x = session_new(a);
-    } else if (!(x = require_session(wsi, pss, &rc))) {
-        jarena_free(&ar);
-        return rc;
-    } else if (is_init && mcp_session_initialized(x->s)) {
-        jarena_free(&ar);
-        return net_http_rpc_error(wsi, pss, 400, RPC_INVALID_REQUEST,
-                                  "Invalid Request: session already initialized");
-    }
-    if (!request) { /* notifications and responses: run them, answer 202 */
-        jw out;
-        jw_init(&out, 0, 256);
-        rpc_execute(a, x->s, NULL, msg, &out, &ar, metrics_now_ns());
-        jw_free(&out);
-        jarena_free(&ar);
-        return net_http_reply(wsi, pss, 202, "application/json", "", 0);
-    }
-    rc = dispatch(a, wsi, pss, x, msg, sse);
     jarena_free(&ar);
     return rc;
 }

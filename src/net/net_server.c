@@ -282,6 +282,13 @@ static void conn_drop_queues(net_conn *c)
 
 /* ---- cross-thread posting ------------------------------------------------- */
 
+static _Thread_local bool t_service; /* set on the thread that runs lws_service */
+
+bool net_on_service_thread(void)
+{
+    return t_service;
+}
+
 void net_post(app *a, net_post_fn fn, void *arg)
 {
     post_item *it = malloc(sizeof *it);
@@ -1001,6 +1008,7 @@ void net_request_stop(app *a)
 void net_run(app *a)
 {
     uint64_t deadline = 0;
+    t_service = true;
     while (lws_service(a->lws, 0) >= 0) {
         if (!S.stop_requested) continue;
         uint64_t now = metrics_now_ns();

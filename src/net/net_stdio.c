@@ -2,10 +2,14 @@
  * net_stdio.c - MCP over stdio (persona-mcp --stdio): one JSON-RPC message
  * per line on stdin, one per line on stdout, logs on stderr only.
  *
- * The reader runs on the main thread. Inline methods are answered at once;
- * the rest go to the worker pool, and their answers are written whenever
- * they are ready (MCP matches answers by id, so they need not be in order).
- * Every write to stdout is one write(2) of a whole line under a mutex. A
+ * The reader runs on the main thread and parses each line once. Inline
+ * methods (and tools/call of RAM-only tools) are answered at once; the rest
+ * go to the worker pool with the parsed message, and their answers are
+ * written whenever they are ready (MCP matches answers by id, so they need
+ * not be in order). Answers are appended to one output buffer; one thread
+ * at a time writes it, so answers that are ready together (the lines of one
+ * read, or workers finishing while a write is under way) leave in a single
+ * write(2), and no line is ever split between writers. A
  * line longer than --max-message-bytes is answered with an error and
  * skipped; a last line without a newline is still processed at end of
  * input. At EOF (or SIGTERM) the server waits for the work in flight, then
@@ -36,6 +40,23 @@ typedef struct out_sink {
 static out_sink g_out = {.mu = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
 static volatile sig_atomic_t *g_stop;
 
+/* Output not yet written, guarded by g_out.mu. One thread at a time writes
+ * (writing); the others append and return, so answers that are ready
+ * together leave in one write(2). Past OUT_HIGH bytes appenders wait. */
+#define OUT_HIGH (4u << 20)
+typedef struct out_buf {
+    char *d;
+    size_t len, cap;
+} out_buf;
+static struct {
+    out_buf pending, spare;
+    bool writing;
+    pthread_cond_t drained;
+} g_ob = {.drained = PTHREAD_COND_INITIALIZER};
+/* The reader sets this while it answers the lines of one read(2): their
+ * answers are written together when the chunk is done. */
+static _Thread_local bool t_batching;
+
 static void write_all(const char *p, size_t n)
 {
     while (n) {
@@ -47,14 +68,57 @@ static void write_all(const char *p, size_t n)
     }
 }
 
+static void ob_append(out_buf *b, const char *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 65536;
+        while (cap < b->len + n) cap *= 2;
+        if (!(b->d = realloc(b->d, cap))) abort();
+        b->cap = cap;
+    }
+    memcpy(b->d + b->len, p, n);
+    b->len += n;
+}
+
+/* Write everything pending; called and returns with g_out.mu held, drops it
+ * around each write(2). */
+static void flush_locked(void)
+{
+    g_ob.writing = true;
+    while (g_ob.pending.len) {
+        out_buf b = g_ob.pending;
+        g_ob.pending = g_ob.spare;
+        g_ob.pending.len = 0;
+        pthread_mutex_unlock(&g_out.mu);
+        write_all(b.d, b.len);
+        pthread_mutex_lock(&g_out.mu);
+        b.len = 0;
+        g_ob.spare = b;
+        pthread_cond_broadcast(&g_ob.drained);
+    }
+    g_ob.writing = false;
+    pthread_cond_broadcast(&g_ob.drained);
+}
+
 static void out_send(rpc_sink *s, jw *frame)
 {
     (void)s;
-    jw_append(frame, "\n", 1);
     pthread_mutex_lock(&g_out.mu);
-    write_all(jw_data(frame), jw_size(frame));
+    while (g_ob.writing && g_ob.pending.len > OUT_HIGH) /* a client that does not read */
+        pthread_cond_wait(&g_ob.drained, &g_out.mu);
+    ob_append(&g_ob.pending, jw_data(frame), jw_size(frame));
+    ob_append(&g_ob.pending, "\n", 1);
+    if ((!t_batching || g_ob.pending.len > OUT_HIGH) && !g_ob.writing) flush_locked();
     pthread_mutex_unlock(&g_out.mu);
     jw_free(frame);
+}
+
+/* The reader's chunk is answered: write what it left pending. */
+static void out_flush(void)
+{
+    pthread_mutex_lock(&g_out.mu);
+    if (!g_ob.writing) flush_locked();
+    pthread_mutex_unlock(&g_out.mu);
 }
 
 static void busy_add(int d)
@@ -92,41 +156,41 @@ static const rpc_sink_ops g_ops = {out_send, out_finish, out_ref, out_unref, out
 
 /* ---- execution -------------------------------------------------------------- */
 
+/* A message on its way to a worker; it owns the arena of the parsed message. */
 typedef struct st_job {
     app *a;
     rpc_session *s;
-    char *raw;
-    size_t len;
+    jarena ar;
+    const jv *msg;
     uint64_t t0;
 } st_job;
 
-static void execute(app *a, rpc_session *s, const char *raw, size_t len, uint64_t t0)
+static void execute(app *a, rpc_session *s, const jv *msg, jarena *ar, uint64_t t0)
 {
-    jarena ar;
-    jarena_init(&ar);
-    json_error err;
     jw out;
-    jw_init(&out, 0, 512);
-    jv *msg = json_parse(&ar, raw, len, len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH, &err);
-    int r = RPC_EXEC_DONE;
-    if (!msg)
-        rpc_write_error(&out, NULL, RPC_PARSE_ERROR, "Parse error", err.msg);
-    else
-        r = rpc_execute(a, s, &g_out.sink, msg, &out, &ar, t0);
+    jw_init(&out, 0, 2048);
+    int r = rpc_execute(a, s, &g_out.sink, msg, &out, ar, t0);
     if (r == RPC_EXEC_ORDERED) busy_add(1);
     if (jw_size(&out)) out_send(&g_out.sink, &out);
     jw_free(&out);
-    jarena_free(&ar);
 }
 
 static void job_run(void *arg)
 {
     st_job *j = arg;
-    execute(j->a, j->s, j->raw, j->len, j->t0);
+    execute(j->a, j->s, j->msg, &j->ar, j->t0);
     rpc_session_unref(j->s);
-    free(j->raw);
+    jarena_free(&j->ar);
     free(j);
     busy_add(-1);
+}
+
+static void parse_error(const json_error *err)
+{
+    jw out;
+    jw_init(&out, 0, 256);
+    rpc_write_error(&out, NULL, RPC_PARSE_ERROR, "Parse error", err->msg);
+    out_send(&g_out.sink, &out);
 }
 
 static void on_line(app *a, rpc_session *s, char *line, size_t len)
@@ -138,23 +202,24 @@ static void on_line(app *a, rpc_session *s, char *line, size_t len)
     jarena_init(&ar);
     json_error err;
     jv *msg = json_parse(&ar, line, len, len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH, &err);
-    bool inline_ok = !msg || rpc_message_where(a, s, msg) == RPC_INLINE;
-    jarena_free(&ar);
-    if (inline_ok) {
-        execute(a, s, line, len, t0);
-        return;
+    if (!msg) {
+        parse_error(&err);
+    } else if (rpc_message_where(a, s, msg) == RPC_INLINE) {
+        execute(a, s, msg, &ar, t0);
+    } else {
+        st_job *j = calloc(1, sizeof *j);
+        if (!j) abort();
+        j->ar = ar;
+        jarena_init(&ar);
+        j->msg = msg;
+        j->a = a;
+        j->s = s;
+        j->t0 = t0;
+        rpc_session_ref(s);
+        busy_add(1);
+        workq_push(a->workers, job_run, j);
     }
-    st_job *j = calloc(1, sizeof *j);
-    if (!j || !(j->raw = malloc(len + JSON_PADDING))) abort();
-    memcpy(j->raw, line, len);
-    memset(j->raw + len, 0, JSON_PADDING);
-    j->len = len;
-    j->a = a;
-    j->s = s;
-    j->t0 = t0;
-    rpc_session_ref(s);
-    busy_add(1);
-    workq_push(a->workers, job_run, j);
+    jarena_free(&ar);
 }
 
 static void too_long(size_t limit)
@@ -185,6 +250,7 @@ static void read_loop(app *a, rpc_session *s)
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
         size_t start = 0, end = len + (size_t)n;
+        t_batching = true;
         for (size_t i = len; i < end; i++) {
             if (buf[i] != '\n') continue;
             if (!skipping && i - start > limit)
@@ -194,6 +260,8 @@ static void read_loop(app *a, rpc_session *s)
             skipping = false;
             start = i + 1;
         }
+        t_batching = false;
+        out_flush();
         len = end - start;
         memmove(buf, buf + start, len);
         if (len > limit) { /* the rest of this line is dropped */
@@ -222,6 +290,10 @@ int net_stdio_run(app *a, volatile sig_atomic_t *stop)
     ts.tv_sec += 30;
     while (g_out.busy > 0 && pthread_cond_timedwait(&g_out.idle, &g_out.mu, &ts) == 0) {
     }
+    /* The last answers may still be in a writer's hands: see them out. */
+    while (g_ob.writing && pthread_cond_timedwait(&g_ob.drained, &g_out.mu, &ts) == 0) {
+    }
+    if (!g_ob.writing) flush_locked();
     pthread_mutex_unlock(&g_out.mu);
     mcp_session_set_notify(s, NULL);
     rpc_session_unref(s);

@@ -583,6 +583,137 @@ def rpc_error(payload):
     return doc["error"]
 
 
+class KeepAlive:
+    """Raw Streamable HTTP requests on one kept-alive connection (http.client)."""
+
+    def __init__(self, port):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=RAW_TIMEOUT)
+        self.conn.connect()
+        self.sock = self.conn.sock
+        self.session = None
+        self.next_id = 1
+
+    def post(self, body):
+        h = {"Accept": Http.ACCEPT, "Content-Type": "application/json",
+             "MCP-Protocol-Version": "2025-11-25"}
+        if self.session:
+            h["Mcp-Session-Id"] = self.session
+        self.conn.request("POST", "/mcp", json.dumps(body).encode(), h)
+        resp = self.conn.getresponse()
+        payload = resp.read()
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        # http.client drops the socket when the server announced a close.
+        assert self.conn.sock is not None, headers
+        return resp.status, headers, payload
+
+    def call(self, name, args, meta=None):
+        self.next_id += 1
+        params = {"name": name, "arguments": args}
+        if meta:
+            params["_meta"] = meta
+        return self.post({"jsonrpc": "2.0", "id": self.next_id, "method": "tools/call",
+                          "params": params})
+
+    def initialize(self):
+        status, headers, _ = self.post({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                       "clientInfo": {"name": "raw", "version": "1"}}})
+        assert status == 200
+        self.session = headers["mcp-session-id"]
+        status, _, payload = self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert status == 202 and payload == b""
+
+    def same_connection(self):
+        return self.conn.sock is self.sock
+
+
+def plain_result(status, headers, payload):
+    """The result of a tools/call answered with plain JSON on a kept-alive connection."""
+    assert status == 200, payload
+    assert headers["content-type"] == "application/json", headers
+    assert int(headers["content-length"]) == len(payload)
+    assert headers.get("connection", "").lower() != "close", headers
+    doc = json.loads(payload)
+    assert "error" not in doc, doc
+    return doc["result"]
+
+
+def test_http_tool_calls_plain_json_keep_alive(server_factory):
+    """tools/call that cannot stream gets application/json, and the connection stays open
+    for the next request, whether the tool ran on the service thread (RAM only) or on a
+    worker; with a progressToken the answer is an SSE stream."""
+    srv = server_factory(args=["--llm-provider", "none"])
+    c = KeepAlive(srv.port)
+    c.initialize()
+    assert c.same_connection()  # the 202 kept it open too
+    listed = plain_result(*c.call("persona_list", {}))["structuredContent"]["personas"]
+    aria = next(p for p in listed if p["name"] == "Aria")
+    # persona_get: the first call loads the memory statistics on a worker, later ones are
+    # answered from RAM on the service thread. Both must give the same, correct answer.
+    answers = [plain_result(*c.call("persona_get", {"persona_id": aria["id"]}))
+               for _ in range(5)]
+    for r in answers:
+        assert r["isError"] is False
+        assert r["structuredContent"]["persona"]["id"] == aria["id"]
+        assert r["structuredContent"]["persona"]["name"] == "Aria"
+        assert json.loads(r["content"][0]["text"]) == r["structuredContent"]
+    assert all(r == answers[1] for r in answers[2:])
+    # Worker tools, and a tool error, are plain JSON as well.
+    stored = plain_result(*c.call("memory_store", {"persona_id": aria["id"],
+                                                   "content": "The dragon sleeps at noon."}))
+    assert stored["isError"] is False
+    found = plain_result(*c.call("memory_search", {"persona_id": aria["id"],
+                                                   "query": "dragon", "n_results": 3}))
+    assert found["structuredContent"]["memories"][0]["content"] == "The dragon sleeps at noon."
+    missing = plain_result(*c.call("persona_get", {"persona_id": "no-such-persona"}))
+    assert missing["isError"] is True
+    # A batch of plain calls: one JSON array.
+    status, headers, payload = c.post([
+        {"jsonrpc": "2.0", "id": 90, "method": "tools/call",
+         "params": {"name": "persona_get", "arguments": {"persona_id": aria["id"]}}},
+        {"jsonrpc": "2.0", "id": 91, "method": "ping"}])
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert sorted(m["id"] for m in json.loads(payload)) == [90, 91]
+    assert c.same_connection()
+    # With a progressToken: SSE (the server may send progress before the result), chunked,
+    # so the connection still stays open.
+    for token in ("t1", 7):
+        status, headers, payload = c.call("persona_get", {"persona_id": aria["id"]},
+                                          meta={"progressToken": token})
+        assert status == 200 and headers["content-type"].startswith("text/event-stream")
+        assert headers.get("transfer-encoding") == "chunked"
+        msgs = Http.messages(headers, payload)
+        assert msgs[-1]["result"]["structuredContent"]["persona"]["id"] == aria["id"]
+    plain_result(*c.call("persona_get", {"persona_id": aria["id"]}))
+    assert c.same_connection()
+
+
+def test_http_progress_is_streamed(server_factory):
+    """A tool that reports progress, given a progressToken, answers with SSE: the
+    notifications/progress events, then the result; the connection stays open."""
+    srv = server_factory(args=["--conformance-fixtures"])
+    c = KeepAlive(srv.port)
+    c.initialize()
+    status, headers, payload = c.call("test_tool_with_progress", {},
+                                      meta={"progressToken": "p7"})
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    msgs = Http.messages(headers, payload)
+    progress = [m["params"] for m in msgs if m.get("method") == "notifications/progress"]
+    assert [p["progress"] for p in progress] == [0, 50, 100], msgs
+    assert all(p["progressToken"] == "p7" for p in progress)
+    assert "result" in msgs[-1]
+    assert c.same_connection()
+    # A tool that logs streams even without a progressToken.
+    c2 = KeepAlive(srv.port)
+    c2.initialize()
+    status, headers, payload = c2.call("test_tool_with_logging", {})
+    assert headers["content-type"].startswith("text/event-stream")
+    msgs = Http.messages(headers, payload)
+    assert [m["method"] for m in msgs[:-1]] == ["notifications/message"] * 3, msgs
+    assert "result" in msgs[-1]
+
+
 def test_http_session_deleted_then_404(server, deps):
     target = {"kind": "http", "url": f"http://127.0.0.1:{server.port}/mcp"}
     doc = run_client(deps, target, [req("ping"), {"op": "terminate"}])
@@ -787,3 +918,65 @@ def test_stdio_bad_input(tmp_path):
     assert by_id[7]["result"] == {}
     assert by_id[8]["result"] == {}
     assert b"serving MCP on stdio" in err  # logs go to stderr
+
+
+def test_stdio_many_calls_at_once(tmp_path):
+    """Lines that arrive together (RAM-only tools answered on the reading thread, the
+    rest on workers) each get exactly one whole, correct answer line."""
+    data = tmp_path / "data"
+    data.mkdir()
+    proc = subprocess.Popen([server_binary(), "--stdio", "--data-dir", str(data),
+                             "--llm-provider", "none"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+    def send(*msgs):
+        proc.stdin.write("".join(json.dumps(m) + "\n" for m in msgs).encode())
+        proc.stdin.flush()
+
+    def read(n):
+        out = {}
+        for _ in range(n):
+            line = proc.stdout.readline()
+            assert line.endswith(b"\n"), line
+            m = json.loads(line)
+            out[m["id"]] = m
+        return out
+
+    try:
+        send({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+              "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                         "clientInfo": {"name": "raw", "version": "1"}}},
+             {"jsonrpc": "2.0", "method": "notifications/initialized"},
+             {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+              "params": {"name": "persona_list", "arguments": {}}})
+        got = read(2)
+        personas = got[2]["result"]["structuredContent"]["personas"]
+        ids = {p["id"]: p["name"] for p in personas}
+        calls = []
+        for i in range(60):
+            pid = list(ids)[i % len(ids)]
+            name = "persona_get" if i % 3 else "memory_search"
+            args = {"persona_id": pid} if i % 3 else {"persona_id": pid, "query": "x"}
+            calls.append({"jsonrpc": "2.0", "id": 100 + i, "method": "tools/call",
+                          "params": {"name": name, "arguments": args}})
+        send(*calls)
+        got = read(len(calls))
+        assert sorted(got) == [c["id"] for c in calls]
+        for c in calls:
+            r = got[c["id"]]["result"]
+            assert r["isError"] is False, r
+            pid = c["params"]["arguments"]["persona_id"]
+            if c["params"]["name"] == "persona_get":
+                assert r["structuredContent"]["persona"]["id"] == pid
+                assert r["structuredContent"]["persona"]["name"] == ids[pid]
+            else:
+                assert r["structuredContent"]["memories"] == []
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout.read() == b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert b"AddressSanitizer" not in proc.stderr.read()
