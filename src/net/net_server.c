@@ -251,13 +251,17 @@ void net_post(app *a, net_post_fn fn, void *arg)
     it->arg = arg;
     it->next = NULL;
     pthread_mutex_lock(&S.post_mu);
+    bool first = !S.post_head;
     if (S.post_tail)
         S.post_tail->next = it;
     else
         S.post_head = it;
     S.post_tail = it;
     pthread_mutex_unlock(&S.post_mu);
-    lws_cancel_service(a->lws);
+    /* Only the post that found the list empty wakes the service thread:
+     * run_posts takes the whole list under the mutex, so the ones queued
+     * meanwhile ride along (one wakeup per burst, not one per token). */
+    if (first) lws_cancel_service(a->lws);
 }
 
 static void run_posts(app *a)
