@@ -19,6 +19,14 @@
  * handle from the multi at once, which closes the connection, so the
  * backend sees the abort immediately.
  *
+ * Starting a request: the thread holds loop_mu except while it sleeps in
+ * epoll_wait. A caller that finds loop_mu free (try-lock) starts its
+ * request itself - add the handle, run libcurl's timer, which sends it -
+ * and wakes the thread only if it now sleeps past a new deadline; this
+ * saves a thread hand-off on the way to the first token. When the thread
+ * is busy the request goes through the queue as before. Either way every
+ * libcurl call and every callback runs under loop_mu, one at a time.
+ *
  * Idle timeout: each request records the loop time of its last byte; the
  * thread keeps the earliest possible expiry as a deadline (a lower bound,
  * since bytes only push expiries later) and sweeps the active list when it
@@ -70,6 +78,7 @@ struct up_req {
 
 typedef struct up_thread {
     pthread_t thread;
+    pthread_mutex_t loop_mu; /* the multi handle and everything below "under loop_mu" */
     pthread_mutex_t mu;
     CURLM *multi;
     up_req *adds, *cancels; /* under mu */
@@ -77,12 +86,13 @@ typedef struct up_thread {
     CURL *spare[SPARE_MAX]; /* under mu: reset easy handles */
     int nspare;
     int ep, wake_fd;
-    /* upstream thread only: */
+    /* under loop_mu: */
     int active;
     up_req *active_list;
-    uint64_t now;      /* monotonic ns, read after each epoll_wait */
-    uint64_t curl_due; /* libcurl's timer (0 = at once, NEVER = none) */
-    uint64_t idle_due; /* earliest possible idle expiry */
+    uint64_t now;       /* monotonic ns, read after each epoll_wait */
+    uint64_t curl_due;  /* libcurl's timer (0 = at once, NEVER = none) */
+    uint64_t idle_due;  /* earliest possible idle expiry */
+    uint64_t sleep_due; /* the thread sleeps until then (NEVER: until woken) */
 } up_thread;
 
 static uint64_t mono_ns(void)
@@ -373,10 +383,16 @@ static void on_ready(up_thread *t, const struct epoll_event *ev)
     curl_multi_socket_action(t->multi, ev->data.fd, flags, &running);
 }
 
+static uint64_t next_due(const up_thread *t)
+{
+    return t->curl_due < t->idle_due ? t->curl_due : t->idle_due;
+}
+
 /* epoll_wait's timeout: the nearer of libcurl's timer and the idle expiry. */
 static int wait_ms(up_thread *t)
 {
-    uint64_t due = t->curl_due < t->idle_due ? t->curl_due : t->idle_due;
+    uint64_t due = next_due(t);
+    t->sleep_due = due;
     if (due == NEVER) return -1;
     uint64_t now = mono_ns();
     if (due <= now) return 0;
@@ -388,7 +404,10 @@ static int wait_ms(up_thread *t)
  * Returns true when quitting. */
 static bool up_step(up_thread *t, struct epoll_event *evs)
 {
-    int n = epoll_wait(t->ep, evs, MAX_EVENTS, wait_ms(t));
+    int timeout = wait_ms(t);
+    pthread_mutex_unlock(&t->loop_mu);
+    int n = epoll_wait(t->ep, evs, MAX_EVENTS, timeout);
+    pthread_mutex_lock(&t->loop_mu);
     t->now = mono_ns();
     bool woken = false;
     for (int i = 0; i < n; i++) {
@@ -412,10 +431,12 @@ static void *up_main(void *arg)
 {
     up_thread *t = arg;
     struct epoll_event evs[MAX_EVENTS];
+    pthread_mutex_lock(&t->loop_mu);
     t->now = mono_ns();
     while (!up_step(t, evs)) continue;
     abort_all(t);
     take_queues(t); /* requests queued during shutdown end as cancelled */
+    pthread_mutex_unlock(&t->loop_mu);
     return NULL;
 }
 
@@ -430,7 +451,7 @@ static void wake(up_thread *t)
 
 static bool thread_init(up_thread *t)
 {
-    t->curl_due = t->idle_due = NEVER;
+    t->curl_due = t->idle_due = t->sleep_due = NEVER;
     t->ep = epoll_create1(EPOLL_CLOEXEC);
     t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     t->multi = curl_multi_init();
@@ -451,6 +472,7 @@ static void thread_free(up_thread *t)
     if (t->wake_fd >= 0) close(t->wake_fd);
     if (t->ep >= 0) close(t->ep);
     pthread_mutex_destroy(&t->mu);
+    pthread_mutex_destroy(&t->loop_mu);
     free(t);
 }
 
@@ -459,6 +481,7 @@ up_thread *up_thread_start(char *err, size_t errlen)
     up_thread *t = calloc(1, sizeof *t);
     if (!t) abort();
     pthread_mutex_init(&t->mu, NULL);
+    pthread_mutex_init(&t->loop_mu, NULL);
     if (!thread_init(t) || pthread_create(&t->thread, NULL, up_main, t) != 0) {
         snprintf(err, errlen, "cannot start the upstream thread");
         thread_free(t);
@@ -497,6 +520,25 @@ static void push_add(up_thread *t, up_req *r)
     if (first) wake(t);
 }
 
+/* Start r on the calling thread when the upstream thread sleeps (see the
+ * top of the file); false when it is busy or stopping. */
+static bool start_here(up_thread *t, up_req *r)
+{
+    if (pthread_mutex_trylock(&t->loop_mu) != 0) return false;
+    pthread_mutex_lock(&t->mu);
+    bool quit = t->quit;
+    pthread_mutex_unlock(&t->mu);
+    if (!quit) {
+        t->now = mono_ns();
+        adopt(t, r);
+        run_curl_timer(t);
+        drain_done(t);
+        if (next_due(t) < t->sleep_due) wake(t); /* it must recompute its timeout */
+    }
+    pthread_mutex_unlock(&t->loop_mu);
+    return !quit;
+}
+
 up_req *up_start(llm *l, const up_opts *o, const up_callbacks *cb, void *ctx)
 {
     up_req *r = calloc(1, sizeof *r);
@@ -514,7 +556,7 @@ up_req *up_start(llm *l, const up_opts *o, const up_callbacks *cb, void *ctx)
         up_unref(r);
         return r;
     }
-    push_add(l->up, r);
+    if (!start_here(l->up, r)) push_add(l->up, r);
     return r;
 }
 
