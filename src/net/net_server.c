@@ -7,13 +7,20 @@
  * parsed into a scratch arena; an all-inline message is executed at once and
  * its response queued on conn->out; otherwise a job (owning a copy of the
  * bytes) goes to the worker queue, and its completion comes back through
- * net_post(). Responses leave in WRITEABLE callbacks, one lws_write each.
+ * net_post(). Responses leave in WRITEABLE callbacks, one lws_write each,
+ * except two shortcuts that skip a poll round: an answer made inside its
+ * connection's RECEIVE with nothing queued is written at once, and frames
+ * queued by a batch of posts (relayed tokens) are written at the end of
+ * that batch, each connection's in one pass, the socket corked meanwhile
+ * so they leave in as few segments as possible.
  *
  * A net_conn outlives its wsi while jobs reference it: the wsi side drops
  * its reference at close and marks the conn closed; a late completion then
  * just frees its response.
  */
 #include <libwebsockets.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -64,6 +71,9 @@ struct net_conn {
     uint64_t last_active;                   /* monotonic ns of the last message in or out */
     struct net_conn *live_prev, *live_next; /* open connections (idle sweep) */
     net_msg *out_head, *out_tail;
+    int out_n;          /* messages in out_head */
+    bool flush_pending; /* on S.flush: written when run_posts ends */
+    struct net_conn *flush_next;
 };
 
 typedef struct post_item {
@@ -85,6 +95,8 @@ static struct {
     lws_retry_bo_t retry;
     net_conn *live;      /* open WebSocket connections */
     net_conn *receiving; /* the connection whose RECEIVE is running */
+    bool in_posts;       /* run_posts is running: queue, flush at its end */
+    net_conn *flush;     /* connections to write at the end of run_posts (a ref each) */
     lws_sorted_usec_list_t sweep;
     app *app;
 } S = {.post_mu = PTHREAD_MUTEX_INITIALIZER};
@@ -218,8 +230,16 @@ static void conn_queue_out(net_conn *c, jw *w)
     else
         c->out_head = m;
     c->out_tail = m;
+    c->out_n++;
     S.out_queued++;
-    lws_callback_on_writable(c->wsi);
+    if (!S.in_posts) {
+        lws_callback_on_writable(c->wsi);
+    } else if (!c->flush_pending) {
+        c->flush_pending = true;
+        atomic_fetch_add(&c->refs, 1);
+        c->flush_next = S.flush;
+        S.flush = c;
+    }
 }
 
 static void conn_drop_queues(net_conn *c)
@@ -232,6 +252,7 @@ static void conn_drop_queues(net_conn *c)
         S.out_queued--;
     }
     c->out_tail = NULL;
+    c->out_n = 0;
     while (c->pending_head) {
         net_job *j = c->pending_head;
         c->pending_head = j->next;
@@ -264,18 +285,38 @@ void net_post(app *a, net_post_fn fn, void *arg)
     if (first) lws_cancel_service(a->lws);
 }
 
+static int conn_write_queue(net_conn *c, struct lws *wsi);
+
+/* Write what the batch queued, one pass per connection. */
+static void flush_posted(void)
+{
+    while (S.flush) {
+        net_conn *c = S.flush;
+        S.flush = c->flush_next;
+        c->flush_pending = false;
+        if (c->wsi && !c->closing && conn_write_queue(c, c->wsi) < 0)
+            conn_close(c, LWS_CLOSE_STATUS_ABNORMAL_CLOSE, "write failed");
+        else if (c->wsi && c->out_head)
+            lws_callback_on_writable(c->wsi);
+        conn_unref(c);
+    }
+}
+
 static void run_posts(app *a)
 {
     pthread_mutex_lock(&S.post_mu);
     post_item *it = S.post_head;
     S.post_head = S.post_tail = NULL;
     pthread_mutex_unlock(&S.post_mu);
+    S.in_posts = a->lws != NULL; /* not from net_destroy */
     while (it) {
         post_item *next = it->next;
         it->fn(a, it->arg);
         free(it);
         it = next;
     }
+    S.in_posts = false;
+    flush_posted();
 }
 
 /* Close with a code and reason. The close is started from the next
@@ -619,24 +660,47 @@ static int ws_receive(net_conn *c, struct lws *wsi, const char *in, size_t len)
     return 0;
 }
 
-static int ws_writeable(net_conn *c, struct lws *wsi)
+static void set_cork(struct lws *wsi, int on)
 {
-    if (c->closing) return -1; /* sends the close frame set by conn_close */
+    int fd = (int)lws_get_socket_fd(wsi);
+    if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+}
+
+/* Write up to 32 queued messages (fewer if the socket fills up); with
+ * several, the socket is corked until the last, so they share segments.
+ * -1 when a write failed. */
+static int conn_write_queue(net_conn *c, struct lws *wsi)
+{
+    bool cork = c->out_n > 2;
+    if (cork) set_cork(wsi, 1);
+    int rc = 0;
     for (int n = 0; c->out_head && n < 32; n++) {
         net_msg *m = c->out_head;
         int w = lws_write(wsi, (unsigned char *)m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
         c->out_head = m->next;
         if (!c->out_head) c->out_tail = NULL;
+        c->out_n--;
         S.out_queued--;
         metrics_inc(MC_WS_MESSAGES_OUT, 1);
         metrics_inc(MC_WS_BYTES_OUT, m->len);
         free(m->buf);
         free(m);
-        if (w < 0) return -1;
+        if (w < 0) {
+            rc = -1;
+            break;
+        }
         if (lws_send_pipe_choked(wsi)) break;
     }
-    if (c->out_head) lws_callback_on_writable(wsi);
+    if (cork) set_cork(wsi, 0); /* sends what the cork held */
     c->last_active = metrics_now_ns();
+    return rc;
+}
+
+static int ws_writeable(net_conn *c, struct lws *wsi)
+{
+    if (c->closing) return -1; /* sends the close frame set by conn_close */
+    if (conn_write_queue(c, wsi) < 0) return -1;
+    if (c->out_head) lws_callback_on_writable(wsi);
     return 0;
 }
 
