@@ -100,6 +100,13 @@ int llm_embed(llm *l, llm_provider provider, const char *url, const char *model,
               const char *api_key, const char *const *texts, size_t n, float *out, size_t cap,
               int *dim, char *err, size_t errlen);
 
+/* Optional hooks the upstream thread calls around each batch of callbacks
+ * (the data of one wakeup, at most BATCH_EVENTS ready sockets): begin, the
+ * callbacks, end. The server passes net_post_hold/net_post_release, so the
+ * tokens of one batch cost one wakeup of the service thread. Set them
+ * before the first request. */
+void llm_set_batch_hooks(llm *l, void (*begin)(void), void (*end)(void));
+
 /* ---- metrics ------------------------------------------------------------------ */
 typedef struct llm_stats {
     uint64_t requests, errors, cancelled, tokens;

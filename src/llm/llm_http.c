@@ -54,6 +54,7 @@
 #define MAX_EVENTS     256
 #define SPARE_MAX      64 /* idle easy handles kept for reuse */
 #define NEVER          UINT64_MAX
+#define BATCH_EVENTS   16 /* ready sockets per batch_begin/batch_end */
 
 struct up_req {
     atomic_int refs;
@@ -93,6 +94,7 @@ typedef struct up_thread {
     uint64_t curl_due;  /* libcurl's timer (0 = at once, NEVER = none) */
     uint64_t idle_due;  /* earliest possible idle expiry */
     uint64_t sleep_due; /* the thread sleeps until then (NEVER: until woken) */
+    void (*batch_begin)(void), (*batch_end)(void); /* optional (llm_set_batch_hooks) */
 } up_thread;
 
 static uint64_t mono_ns(void)
@@ -400,6 +402,16 @@ static int wait_ms(up_thread *t)
     return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
+static void batch_begin(up_thread *t)
+{
+    if (t->batch_begin) t->batch_begin();
+}
+
+static void batch_end(up_thread *t)
+{
+    if (t->batch_end) t->batch_end();
+}
+
 /* One wakeup: ready sockets, queued work, due timers, finished transfers.
  * Returns true when quitting. */
 static bool up_step(up_thread *t, struct epoll_event *evs)
@@ -410,7 +422,12 @@ static bool up_step(up_thread *t, struct epoll_event *evs)
     pthread_mutex_lock(&t->loop_mu);
     t->now = mono_ns();
     bool woken = false;
+    batch_begin(t);
     for (int i = 0; i < n; i++) {
+        if (i && i % BATCH_EVENTS == 0) { /* what is relayed so far leaves now */
+            batch_end(t);
+            batch_begin(t);
+        }
         if (evs[i].data.fd == t->wake_fd) {
             uint64_t v;
             woken = true;
@@ -420,11 +437,14 @@ static bool up_step(up_thread *t, struct epoll_event *evs)
         }
         on_ready(t, &evs[i]);
     }
-    if (woken && take_queues(t)) return true;
-    run_curl_timer(t);
-    drain_done(t);
-    if (t->idle_due <= t->now) idle_sweep(t);
-    return false;
+    bool quit = woken && take_queues(t);
+    if (!quit) {
+        run_curl_timer(t);
+        drain_done(t);
+        if (t->idle_due <= t->now) idle_sweep(t);
+    }
+    batch_end(t);
+    return quit;
 }
 
 static void *up_main(void *arg)
@@ -499,6 +519,14 @@ void up_thread_stop(up_thread *t)
     wake(t);
     pthread_join(t->thread, NULL);
     thread_free(t);
+}
+
+void up_thread_set_hooks(up_thread *t, void (*begin)(void), void (*end)(void))
+{
+    pthread_mutex_lock(&t->loop_mu);
+    t->batch_begin = begin;
+    t->batch_end = end;
+    pthread_mutex_unlock(&t->loop_mu);
 }
 
 int up_thread_active(up_thread *t)

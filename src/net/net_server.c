@@ -12,7 +12,9 @@
  * connection's RECEIVE with nothing queued is written at once, and frames
  * queued by a batch of posts (relayed tokens) are written at the end of
  * that batch, each connection's in one pass, the socket corked meanwhile
- * so they leave in as few segments as possible.
+ * so they leave in as few segments as possible. On a connection without
+ * extensions (no permessage-deflate state to keep in step), several queued
+ * messages are framed here and leave in one write.
  *
  * A net_conn outlives its wsi while jobs reference it: the wsi side drops
  * its reference at close and marks the conn closed; a late completion then
@@ -72,6 +74,7 @@ struct net_conn {
     struct net_conn *live_prev, *live_next; /* open connections (idle sweep) */
     net_msg *out_head, *out_tail;
     int out_n;          /* messages in out_head */
+    bool plain;         /* no extension offered: we may frame messages ourselves */
     bool flush_pending; /* on S.flush: written when run_posts ends */
     struct net_conn *flush_next;
 };
@@ -97,6 +100,8 @@ static struct {
     net_conn *receiving; /* the connection whose RECEIVE is running */
     bool in_posts;       /* run_posts is running: queue, flush at its end */
     net_conn *flush;     /* connections to write at the end of run_posts (a ref each) */
+    unsigned char *tx;   /* scratch for several frames in one write */
+    size_t tx_cap;
     lws_sorted_usec_list_t sweep;
     app *app;
 } S = {.post_mu = PTHREAD_MUTEX_INITIALIZER};
@@ -264,6 +269,15 @@ static void conn_drop_queues(net_conn *c)
 
 /* ---- cross-thread posting ------------------------------------------------- */
 
+/* net_post_hold/release: the wake owed by this thread's held posts. */
+static _Thread_local int tl_hold;
+static _Thread_local app *tl_owed;
+
+static void wake_service(app *a)
+{
+    if (a->lws) lws_cancel_service(a->lws);
+}
+
 void net_post(app *a, net_post_fn fn, void *arg)
 {
     post_item *it = malloc(sizeof *it);
@@ -281,8 +295,25 @@ void net_post(app *a, net_post_fn fn, void *arg)
     pthread_mutex_unlock(&S.post_mu);
     /* Only the post that found the list empty wakes the service thread:
      * run_posts takes the whole list under the mutex, so the ones queued
-     * meanwhile ride along (one wakeup per burst, not one per token). */
-    if (first) lws_cancel_service(a->lws);
+     * meanwhile ride along (one wakeup per burst, not one per token). A
+     * thread in net_post_hold owes that wakeup until its release. */
+    if (first && tl_hold)
+        tl_owed = a;
+    else if (first)
+        wake_service(a);
+}
+
+void net_post_hold(void)
+{
+    tl_hold++;
+}
+
+void net_post_release(void)
+{
+    if (--tl_hold > 0 || !tl_owed) return;
+    app *a = tl_owed;
+    tl_owed = NULL;
+    wake_service(a);
 }
 
 static int conn_write_queue(net_conn *c, struct lws *wsi);
@@ -666,25 +697,92 @@ static void set_cork(struct lws *wsi, int on)
     if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
 }
 
+/* lws_issue_raw sends at most rx_buffer_size + LWS_PRE + 4 bytes per call
+ * (the rest waits for POLLOUT): batches stay within one such send. */
+#define TX_BATCH_MAX 4096
+
+/* A server-to-client text frame header (RFC 6455 5.2: FIN, no mask). */
+static size_t frame_header(unsigned char *h, size_t len)
+{
+    h[0] = 0x81;
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len < 65536) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        return 4;
+    }
+    h[1] = 127;
+    for (int i = 0; i < 8; i++) h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+static void msg_done(net_conn *c, net_msg *m)
+{
+    c->out_head = m->next;
+    if (!c->out_head) c->out_tail = NULL;
+    c->out_n--;
+    S.out_queued--;
+    metrics_inc(MC_WS_MESSAGES_OUT, 1);
+    metrics_inc(MC_WS_BYTES_OUT, m->len);
+    free(m->buf);
+    free(m);
+}
+
+/* Frame queued messages (up to TX_BATCH_MAX bytes, at least one) into one
+ * buffer and write it at once; lws keeps what the socket did not take and
+ * sends it before anything else. Only for plain connections. */
+static int write_framed(net_conn *c, struct lws *wsi)
+{
+    size_t total = 0;
+    for (net_msg *m = c->out_head; m; m = m->next) {
+        if (total && total + m->len + 10 > TX_BATCH_MAX) break;
+        total += m->len + 10;
+    }
+    if (total > S.tx_cap) {
+        free(S.tx);
+        if (!(S.tx = malloc(total))) abort();
+        S.tx_cap = total;
+    }
+    size_t n = 0, room = total;
+    while (c->out_head && c->out_head->len + 10 <= room) {
+        net_msg *m = c->out_head;
+        size_t h = frame_header(S.tx + n, m->len);
+        memcpy(S.tx + n + h, m->buf + LWS_PRE, m->len);
+        n += h + m->len;
+        room -= m->len + 10;
+        msg_done(c, m);
+    }
+    return lws_write(wsi, S.tx, n, LWS_WRITE_HTTP) < 0 ? -1 : 0;
+}
+
+/* Up to 32 batches; stops early when the socket is full. */
+static int conn_write_framed(net_conn *c, struct lws *wsi)
+{
+    c->last_active = metrics_now_ns();
+    for (int n = 0; c->out_head && n < 32; n++) {
+        if (write_framed(c, wsi) < 0) return -1;
+        if (lws_send_pipe_choked(wsi)) break;
+    }
+    return 0;
+}
+
 /* Write up to 32 queued messages (fewer if the socket fills up); with
  * several, the socket is corked until the last, so they share segments.
  * -1 when a write failed. */
 static int conn_write_queue(net_conn *c, struct lws *wsi)
 {
+    if (c->plain && c->out_n > 1) return conn_write_framed(c, wsi);
     bool cork = c->out_n > 2;
     if (cork) set_cork(wsi, 1);
     int rc = 0;
     for (int n = 0; c->out_head && n < 32; n++) {
         net_msg *m = c->out_head;
         int w = lws_write(wsi, (unsigned char *)m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
-        c->out_head = m->next;
-        if (!c->out_head) c->out_tail = NULL;
-        c->out_n--;
-        S.out_queued--;
-        metrics_inc(MC_WS_MESSAGES_OUT, 1);
-        metrics_inc(MC_WS_BYTES_OUT, m->len);
-        free(m->buf);
-        free(m);
+        msg_done(c, m);
         if (w < 0) {
             rc = -1;
             break;
@@ -731,6 +829,7 @@ static int ws_confirm_upgrade(app *a, struct lws *wsi)
 static int ws_established(app *a, struct lws *wsi, net_pss *pss)
 {
     pss->conn = conn_new(a, wsi);
+    pss->conn->plain = lws_hdr_total_length(wsi, WSI_TOKEN_EXTENSIONS) <= 0;
     atomic_fetch_add(&a->connections, 1);
     pss->conn->last_active = metrics_now_ns();
     live_add(pss->conn);
@@ -902,4 +1001,7 @@ void net_destroy(app *a)
     net_mcp_http_shutdown();
     run_posts(a); /* completions that raced the shutdown: free them */
     jarena_free(&S.scratch);
+    free(S.tx);
+    S.tx = NULL;
+    S.tx_cap = 0;
 }

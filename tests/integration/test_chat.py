@@ -854,6 +854,36 @@ def test_100_streams_on_10_connections(chat_server, fake):
     assert took < 60, took
 
 
+@pytest.mark.parametrize("compression", [None, "deflate"])
+def test_streams_share_a_connection_intact(chat_server, fake, compression):
+    """20 fast streams on one connection: their frames are written several at a time (framed
+    by the server itself on a plain connection, through permessage-deflate otherwise); every
+    frame arrives whole and each stream's chunks in order."""
+    srv = chat_server()
+    n = 20
+
+    def reply(j):
+        return " ".join(f"s{j}t{k}" + "x" * (k % 7) for k in range(30))
+
+    async def go():
+        async with Conn(srv.url, compression=compression) as c:
+            await switch(c)
+            d = Demux(c)
+            for j in range(n):
+                msg = f"fast {j}" + mark(reply=reply(j), delay_ms=2)
+                await send(c, "persona.chat_stream", {"message": msg}, f"f-{j}")
+            await d.until(lambda: all(d.done(f"f-{j}") for j in range(n)), timeout=60,
+                          what="all streams")
+            return d
+
+    d = srun(srv, go())
+    for j in range(n):
+        events = [check_event_frame(f, f"f-{j}") for f in d.of(f"f-{j}")]
+        chunks, comp = check_stream(events)
+        assert comp["full_response"] == reply(j), comp
+        assert len(chunks) == 30, len(chunks)
+
+
 def test_timeout_and_cancel_among_busy_streams(chat_server, fake):
     """The upstream thread's timers while other transfers keep it busy: among 30 streams that
     receive a token every 50 ms, a silent stream still hits its 500 ms idle timeout on time and
