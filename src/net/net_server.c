@@ -90,6 +90,7 @@ static struct {
     struct lws_vhost *vhost;
     pthread_mutex_t post_mu;
     post_item *post_head, *post_tail;
+    bool wake_pending; /* under post_mu: lws_cancel_service called, run_posts not yet run */
     volatile sig_atomic_t stop_requested;
     atomic_uint_fast64_t next_conn_id;
     int jobs_in_flight; /* dispatched to workers, not yet completed */
@@ -285,22 +286,22 @@ void net_post(app *a, net_post_fn fn, void *arg)
     it->fn = fn;
     it->arg = arg;
     it->next = NULL;
+    /* Only a post that finds no wakeup pending wakes the service thread:
+     * run_posts takes the whole list (and clears the flag) under the mutex,
+     * so the ones queued meanwhile ride along (one wakeup per burst, not
+     * one per token). A thread in net_post_hold owes its wakeup until its
+     * release; another thread's wakeup meanwhile takes its posts too. */
     pthread_mutex_lock(&S.post_mu);
-    bool first = !S.post_head;
     if (S.post_tail)
         S.post_tail->next = it;
     else
         S.post_head = it;
     S.post_tail = it;
+    bool wake = !S.wake_pending && !tl_hold;
+    if (wake) S.wake_pending = true;
     pthread_mutex_unlock(&S.post_mu);
-    /* Only the post that found the list empty wakes the service thread:
-     * run_posts takes the whole list under the mutex, so the ones queued
-     * meanwhile ride along (one wakeup per burst, not one per token). A
-     * thread in net_post_hold owes that wakeup until its release. */
-    if (first && tl_hold)
-        tl_owed = a;
-    else if (first)
-        wake_service(a);
+    if (tl_hold) tl_owed = a;
+    if (wake) wake_service(a);
 }
 
 void net_post_hold(void)
@@ -313,7 +314,11 @@ void net_post_release(void)
     if (--tl_hold > 0 || !tl_owed) return;
     app *a = tl_owed;
     tl_owed = NULL;
-    wake_service(a);
+    pthread_mutex_lock(&S.post_mu);
+    bool wake = S.post_head && !S.wake_pending; /* else run_posts took them already */
+    if (wake) S.wake_pending = true;
+    pthread_mutex_unlock(&S.post_mu);
+    if (wake) wake_service(a);
 }
 
 static int conn_write_queue(net_conn *c, struct lws *wsi);
@@ -338,6 +343,7 @@ static void run_posts(app *a)
     pthread_mutex_lock(&S.post_mu);
     post_item *it = S.post_head;
     S.post_head = S.post_tail = NULL;
+    S.wake_pending = false;
     pthread_mutex_unlock(&S.post_mu);
     S.in_posts = a->lws != NULL; /* not from net_destroy */
     while (it) {
