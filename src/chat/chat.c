@@ -1,7 +1,8 @@
 /*
  * chat.c - see chat.h. Life of a chat:
  *
- *   worker:    chat_begin: persona snapshot, memory search, prompt, llm_chat
+ *   worker:    chat_begin: persona snapshot, memory search, prompt, llm_chat,
+ *              then the hits' access count (after the request left)
  *   upstream:  on_token (append, relay) ... on_done
  *   worker:    finish: store turns + memory (committed), then on_end
  *

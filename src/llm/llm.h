@@ -6,10 +6,12 @@
  * OpenAI-compatible servers (/v1/chat/completions SSE stream, /v1/models,
  * /v1/embeddings): llama.cpp server, vLLM, LM Studio, OpenAI.
  *
- * Threads: llm_chat() may be called from any thread; it hands the request to
- * the upstream thread (queue + curl_multi_wakeup) and returns at once. The
- * callbacks run on the upstream thread and must not block: they copy what
- * they need and post it onward. llm_cancel() is thread-safe and aborts the
+ * Threads: llm_chat() may be called from any thread and returns at once: it
+ * sends the request itself when the upstream thread sleeps, else queues it
+ * for that thread (eventfd wakeup). The callbacks run on the upstream
+ * thread, or on the caller's inside llm_chat, never two at a time; they
+ * must not block: they copy what they need and post it onward.
+ * llm_cancel() is thread-safe and aborts the
  * HTTP request at once. The blocking helpers (models, embed) wait on a
  * condition variable and are for worker threads only.
  *
