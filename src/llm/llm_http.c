@@ -30,7 +30,8 @@
  * Idle timeout: each request records the loop time of its last byte; the
  * thread keeps the earliest possible expiry as a deadline (a lower bound,
  * since bytes only push expiries later) and sweeps the active list when it
- * passes, so there is no periodic polling. Easy handles are reset and kept
+ * passes (the thread sleeps at most MAX_SLEEP_MS, so a request started by
+ * another thread needs no wakeup for a later deadline). Easy handles are reset and kept
  * for reuse (a few spares) instead of being created per request.
  */
 #include <curl/curl.h>
@@ -55,6 +56,9 @@
 #define SPARE_MAX      64 /* idle easy handles kept for reuse */
 #define NEVER          UINT64_MAX
 #define BATCH_EVENTS   16 /* ready sockets per batch_begin/batch_end */
+/* The longest sleep: a request started by another thread whose deadlines
+ * are later than this needs no wakeup (see start_here). */
+#define MAX_SLEEP_MS 1000
 
 struct up_req {
     atomic_int refs;
@@ -393,13 +397,11 @@ static uint64_t next_due(const up_thread *t)
 /* epoll_wait's timeout: the nearer of libcurl's timer and the idle expiry. */
 static int wait_ms(up_thread *t)
 {
-    uint64_t due = next_due(t);
-    t->sleep_due = due;
-    if (due == NEVER) return -1;
     uint64_t now = mono_ns();
+    uint64_t due = next_due(t), cap = now + (uint64_t)MAX_SLEEP_MS * 1000000u;
+    t->sleep_due = due < cap ? due : cap;
     if (due <= now) return 0;
-    uint64_t ms = (due - now + 999999u) / 1000000u;
-    return ms > INT_MAX ? INT_MAX : (int)ms;
+    return due < cap ? (int)((due - now + 999999u) / 1000000u) : MAX_SLEEP_MS;
 }
 
 static void batch_begin(up_thread *t)
@@ -561,7 +563,10 @@ static bool start_here(up_thread *t, up_req *r)
         adopt(t, r);
         run_curl_timer(t);
         drain_done(t);
-        if (next_due(t) < t->sleep_due) wake(t); /* it must recompute its timeout */
+        /* wake the thread only if it would sleep past a new deadline (an
+         * idle timeout shorter than MAX_SLEEP_MS): a wakeup now would take
+         * a CPU from the backend answering this request */
+        if (next_due(t) < t->sleep_due) wake(t);
     }
     pthread_mutex_unlock(&t->loop_mu);
     return !quit;
