@@ -95,6 +95,7 @@ static int open_data(app *a)
         log_error("cannot start the LLM client", "error=\"%s\"", err);
         return -1;
     }
+    llm_set_batch_hooks(a->llm, net_post_hold, net_post_release); /* one wakeup per batch */
     if (strcmp(a->cfg.embedder, "builtin") != 0) {
         char model[200];
         snprintf(model, sizeof model, "%s:%s", a->cfg.embedder, a->cfg.embed_model);

@@ -1,7 +1,8 @@
 /*
  * chat.c - see chat.h. Life of a chat:
  *
- *   worker:    chat_begin: persona snapshot, memory search, prompt, llm_chat
+ *   worker:    chat_begin: persona snapshot, memory search, prompt, llm_chat,
+ *              then the hits' access count (after the request left)
  *   upstream:  on_token (append, relay) ... on_done
  *   worker:    finish: store turns + memory (committed), then on_end
  *
@@ -177,23 +178,26 @@ static void history_push(history *h, const char *role, const char *content)
 
 /* ---- prompt ---------------------------------------------------------------------- */
 
-static void append_memories(app *a, jw *w, const char *pid, const char *message, jarena *ar)
+/* The hits are counted as accesses by chat_begin once the backend request
+ * is on its way (*rows, *n): that write must not delay the first token. */
+static void append_memories(app *a, jw *w, const char *pid, const char *message, jarena *ar,
+                            mem_row **rows, size_t *n)
 {
-    mem_query q = {.persona_id = pid, .text = message, .k = MEMORY_K, .record_access = true};
-    mem_row *rows;
-    size_t n = 0;
+    mem_query q = {.persona_id = pid, .text = message, .k = MEMORY_K, .record_access = false};
     mem_err e;
-    if (mem_search(a->memory, &q, ar, &rows, &n, &e) < 0 || n == 0) return;
+    *n = 0;
+    if (mem_search(a->memory, &q, ar, rows, n, &e) < 0 || *n == 0) return;
     jw_puts(w, "\n\nThings you remember that may be relevant:");
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < *n; i++) {
         jw_puts(w, "\n- ");
-        jw_puts(w, rows[i].content);
+        jw_puts(w, (*rows)[i].content);
     }
 }
 
-/* The system prompt of spec §4.3 (situation, traits) plus memories. Reads
- * the persona under the registry lock. Returns false when it is unknown. */
-static bool build_system(chat *c, jw *w, jarena *ar)
+/* The system prompt of spec §4.3 (situation, traits) plus memories (their
+ * rows in *hits, *nhits). Reads the persona under the registry lock.
+ * Returns false when it is unknown. */
+static bool build_system(chat *c, jw *w, jarena *ar, mem_row **hits, size_t *nhits)
 {
     persona_reg *r = c->a->personas;
     persona_reg_rdlock(r);
@@ -210,7 +214,7 @@ static bool build_system(chat *c, jw *w, jarena *ar)
     persona_write_prompt(w, &pp, ar);
     persona_reg_unlock(r);
     char line[512];
-    append_memories(c->a, w, c->persona_id, c->message, ar);
+    append_memories(c->a, w, c->persona_id, c->message, ar, hits, nhits);
     snprintf(line, sizeof line, "\n\nStay in character as %s and answer the user's last message.",
              c->persona_name);
     jw_puts(w, line);
@@ -484,7 +488,9 @@ int chat_begin(app *a, const chat_req *r, const chat_events *ev, void *ctx, int 
     jarena_init(&ar);
     jw sys;
     jw_init(&sys, 0, 2048);
-    if (!build_system(c, &sys, &ar)) {
+    mem_row *hits = NULL;
+    size_t nhits = 0;
+    if (!build_system(c, &sys, &ar, &hits, &nhits)) {
         *code = -32000;
         snprintf(err, errlen, "Persona not found: %s", r->persona_id);
         jw_free(&sys);
@@ -501,6 +507,7 @@ int chat_begin(app *a, const chat_req *r, const chat_events *ev, void *ctx, int 
     atomic_fetch_add(&G.streams, 1);
     llm_callbacks cb = {on_token, on_done};
     llm_stream *ls = llm_chat(a->llm, msgs, n, r->max_tokens, &cb, c);
+    mem_record_access(a->memory, hits, nhits);
     jw_free(&sys);
     jarena_free(&ar);
     pthread_mutex_lock(&G.mu); /* c->ls under the lock cancels read it under */

@@ -6,10 +6,12 @@
  * OpenAI-compatible servers (/v1/chat/completions SSE stream, /v1/models,
  * /v1/embeddings): llama.cpp server, vLLM, LM Studio, OpenAI.
  *
- * Threads: llm_chat() may be called from any thread; it hands the request to
- * the upstream thread (queue + curl_multi_wakeup) and returns at once. The
- * callbacks run on the upstream thread and must not block: they copy what
- * they need and post it onward. llm_cancel() is thread-safe and aborts the
+ * Threads: llm_chat() may be called from any thread and returns at once: it
+ * sends the request itself when the upstream thread sleeps, else queues it
+ * for that thread (eventfd wakeup). The callbacks run on the upstream
+ * thread, or on the caller's inside llm_chat, never two at a time; they
+ * must not block: they copy what they need and post it onward.
+ * llm_cancel() is thread-safe and aborts the
  * HTTP request at once. The blocking helpers (models, embed) wait on a
  * condition variable and are for worker threads only.
  *
@@ -99,6 +101,13 @@ bool llm_available(llm *l);
 int llm_embed(llm *l, llm_provider provider, const char *url, const char *model,
               const char *api_key, const char *const *texts, size_t n, float *out, size_t cap,
               int *dim, char *err, size_t errlen);
+
+/* Optional hooks the upstream thread calls around each batch of callbacks
+ * (the data of one wakeup, at most BATCH_EVENTS ready sockets): begin, the
+ * callbacks, end. The server passes net_post_hold/net_post_release, so the
+ * tokens of one batch cost one wakeup of the service thread. Set them
+ * before the first request. */
+void llm_set_batch_hooks(llm *l, void (*begin)(void), void (*end)(void));
 
 /* ---- metrics ------------------------------------------------------------------ */
 typedef struct llm_stats {

@@ -2,26 +2,63 @@
  * llm_http.c - the upstream thread: one libcurl multi handle that runs
  * every backend HTTP request, streaming or not.
  *
+ * The thread drives libcurl with its multi_socket API on our own epoll
+ * set: libcurl tells us which sockets to watch (CURLMOPT_SOCKETFUNCTION)
+ * and when it next needs time (CURLMOPT_TIMERFUNCTION), and each wakeup
+ * hands it only the sockets that are ready (curl_multi_socket_action). A
+ * wakeup therefore costs O(ready sockets), not O(transfers), which is what
+ * lets a thousand concurrent streams share one thread.
+ *
  * Other threads queue requests (and cancellations) under a mutex and wake
- * the thread with curl_multi_wakeup(); it never blocks on anything but
- * curl_multi_poll(). Response bytes are cut into lines here (a line may
- * arrive split across network reads, or several in one read) and handed to
- * the request's on_line callback; providers parse NDJSON or SSE from that.
- * Cancelling removes the easy handle from the multi at once, which closes
- * the connection, so the backend sees the abort immediately.
+ * the thread through an eventfd in the same epoll set; only the push that
+ * finds the queues empty writes it, so a burst costs one wakeup. The
+ * thread never blocks on anything but epoll_wait. Response bytes are cut
+ * into lines here (a line may arrive split across network reads, or
+ * several in one read) and handed to the request's on_line callback;
+ * providers parse NDJSON or SSE from that. Cancelling removes the easy
+ * handle from the multi at once, which closes the connection, so the
+ * backend sees the abort immediately.
+ *
+ * Starting a request: the thread holds loop_mu except while it sleeps in
+ * epoll_wait. A caller that finds loop_mu free (try-lock) starts its
+ * request itself - add the handle, run libcurl's timer, which sends it -
+ * and wakes the thread only if it now sleeps past a new deadline; this
+ * saves a thread hand-off on the way to the first token. When the thread
+ * is busy the request goes through the queue as before. Either way every
+ * libcurl call and every callback runs under loop_mu, one at a time.
+ *
+ * Idle timeout: each request records the loop time of its last byte; the
+ * thread keeps the earliest possible expiry as a deadline (a lower bound,
+ * since bytes only push expiries later) and sweeps the active list when it
+ * passes (the thread sleeps at most MAX_SLEEP_MS, so a request started by
+ * another thread needs no wakeup for a later deadline). Easy handles are reset and kept
+ * for reuse (a few spares) instead of being created per request.
  */
 #include <curl/curl.h>
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/log.h"
 #include "llm/llm_internal.h"
 
 #define ERRBODY_MAX    2048
 #define LINE_MAX_BYTES (1 << 20)
+#define MAX_EVENTS     256
+#define SPARE_MAX      64 /* idle easy handles kept for reuse */
+#define NEVER          UINT64_MAX
+#define BATCH_EVENTS   16 /* ready sockets per batch_begin/batch_end */
+/* The longest sleep: a request started by another thread whose deadlines
+ * are later than this needs no wakeup (see start_here). */
+#define MAX_SLEEP_MS 1000
 
 struct up_req {
     atomic_int refs;
@@ -46,13 +83,54 @@ struct up_req {
 
 typedef struct up_thread {
     pthread_t thread;
+    pthread_mutex_t loop_mu; /* the multi handle and everything below "under loop_mu" */
     pthread_mutex_t mu;
     CURLM *multi;
-    up_req *adds, *cancels;
-    bool quit;
+    up_req *adds, *cancels; /* under mu */
+    bool quit;              /* under mu */
+    CURL *spare[SPARE_MAX]; /* under mu: reset easy handles */
+    int nspare;
+    int ep, wake_fd;
+    /* under loop_mu: */
     int active;
-    up_req *active_list; /* upstream thread only */
+    up_req *active_list;
+    uint64_t now;       /* monotonic ns, read after each epoll_wait */
+    uint64_t curl_due;  /* libcurl's timer (0 = at once, NEVER = none) */
+    uint64_t idle_due;  /* earliest possible idle expiry */
+    uint64_t sleep_due; /* the thread sleeps until then (NEVER: until woken) */
+    void (*batch_begin)(void), (*batch_end)(void); /* optional (llm_set_batch_hooks) */
 } up_thread;
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- easy handles: created, or reused from the spares ---------------------- */
+
+static CURL *easy_get(up_thread *t)
+{
+    CURL *e = NULL;
+    pthread_mutex_lock(&t->mu);
+    if (t->nspare) e = t->spare[--t->nspare];
+    pthread_mutex_unlock(&t->mu);
+    return e ? e : curl_easy_init();
+}
+
+/* Keep a finished request's handle for the next one (upstream thread). */
+static void easy_recycle(up_thread *t, up_req *r)
+{
+    CURL *e = r->easy;
+    r->easy = NULL;
+    curl_easy_reset(e);
+    pthread_mutex_lock(&t->mu);
+    bool kept = t->nspare < SPARE_MAX;
+    if (kept) t->spare[t->nspare++] = e;
+    pthread_mutex_unlock(&t->mu);
+    if (!kept) curl_easy_cleanup(e);
+}
 
 static void req_free(up_req *r)
 {
@@ -67,6 +145,8 @@ void up_unref(up_req *r)
 {
     if (r && atomic_fetch_sub(&r->refs, 1) == 1) req_free(r);
 }
+
+/* ---- response bytes ------------------------------------------------------------ */
 
 static long http_status(up_req *r)
 {
@@ -100,18 +180,11 @@ static void emit_lines(up_req *r, const char *data, size_t n)
     }
 }
 
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static size_t on_write(char *data, size_t size, size_t nmemb, void *p)
 {
     up_req *r = p;
     size_t n = size * nmemb;
-    r->last_byte_ns = mono_ns();
+    r->last_byte_ns = r->thread->now;
     if (atomic_load(&r->cancelled)) return 0; /* aborts the transfer */
     long code = http_status(r);
     if (code < 200 || code >= 300) {
@@ -127,17 +200,24 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *p)
     return atomic_load(&r->cancelled) ? 0 : n;
 }
 
-static void finish(up_thread *t, up_req *r, int curl_code)
+/* ---- the end of a request (upstream thread) ------------------------------------ */
+
+static void active_unlink(up_thread *t, up_req *r)
 {
-    if (r->ended) return;
-    r->ended = true;
-    curl_multi_remove_handle(t->multi, r->easy);
     t->active--;
     if (r->prev_active)
         r->prev_active->next_active = r->next_active;
     else
         t->active_list = r->next_active;
     if (r->next_active) r->next_active->prev_active = r->prev_active;
+}
+
+static void finish(up_thread *t, up_req *r, int curl_code)
+{
+    if (r->ended) return;
+    r->ended = true;
+    curl_multi_remove_handle(t->multi, r->easy);
+    active_unlink(t, r);
     if (curl_code == CURLE_OK && r->line_len) { /* last line without newline */
         r->line[r->line_len] = 0;
         long code = http_status(r);
@@ -148,13 +228,14 @@ static void finish(up_thread *t, up_req *r, int curl_code)
     if (atomic_load(&r->cancelled)) curl_code = CURLE_ABORTED_BY_CALLBACK;
     long http = http_status(r);
     if (r->idle_expired && http == 0) http = -1; /* connected, but no answer: not unreachable */
+    easy_recycle(t, r);
     r->cb.on_end(r->ctx, curl_code, http, r->errbody);
     up_unref(r); /* the thread's reference */
 }
 
-static CURL *make_easy(up_req *r, const up_opts *o)
+static CURL *make_easy(up_thread *t, up_req *r, const up_opts *o)
 {
-    CURL *e = curl_easy_init();
+    CURL *e = easy_get(t);
     if (!e) return NULL;
     curl_easy_setopt(e, CURLOPT_URL, o->url);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -181,7 +262,22 @@ static CURL *make_easy(up_req *r, const up_opts *o)
     return e;
 }
 
-/* Adopt queued additions and cancellations (upstream thread). */
+/* ---- queues (upstream thread) ---------------------------------------------------- */
+
+static void adopt(up_thread *t, up_req *r)
+{
+    curl_multi_add_handle(t->multi, r->easy); /* sets a timer: it starts this wakeup */
+    r->last_byte_ns = t->now;
+    t->active++;
+    r->prev_active = NULL;
+    r->next_active = t->active_list;
+    if (t->active_list) t->active_list->prev_active = r;
+    t->active_list = r;
+    if (r->idle_ms > 0 && t->now + (uint64_t)r->idle_ms * 1000000u < t->idle_due)
+        t->idle_due = t->now + (uint64_t)r->idle_ms * 1000000u;
+}
+
+/* Adopt queued additions and cancellations. Returns true when quitting. */
 static bool take_queues(up_thread *t)
 {
     pthread_mutex_lock(&t->mu);
@@ -197,13 +293,7 @@ static bool take_queues(up_thread *t)
             up_unref(r);
             continue;
         }
-        curl_multi_add_handle(t->multi, r->easy);
-        r->last_byte_ns = mono_ns();
-        t->active++;
-        r->prev_active = NULL;
-        r->next_active = t->active_list;
-        if (t->active_list) t->active_list->prev_active = r;
-        t->active_list = r;
+        adopt(t, r);
     }
     for (up_req *r = cancels, *next; r; r = next) {
         next = r->next_cancel;
@@ -235,33 +325,177 @@ static void abort_all(up_thread *t)
 }
 
 /* End requests that received nothing for their idle time (the time to
- * the first byte counts too: a backend that accepts and never answers). */
+ * the first byte counts too: a backend that accepts and never answers),
+ * and note when the next one could expire. */
 static void idle_sweep(up_thread *t)
 {
-    uint64_t now = mono_ns();
+    uint64_t due = NEVER;
     for (up_req *r = t->active_list, *next; r; r = next) {
         next = r->next_active;
-        if (r->idle_ms > 0 && now - r->last_byte_ns > (uint64_t)r->idle_ms * 1000000u) {
+        if (r->idle_ms <= 0) continue;
+        uint64_t expiry = r->last_byte_ns + (uint64_t)r->idle_ms * 1000000u;
+        if (t->now > expiry) {
             r->idle_expired = true;
             finish(t, r, CURLE_OPERATION_TIMEDOUT);
+        } else if (expiry < due) {
+            due = expiry;
         }
     }
+    t->idle_due = due;
+}
+
+/* ---- libcurl's sockets and timer on our epoll set ------------------------------- */
+
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)e, (void)socketp;
+    up_thread *t = userp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(t->ep, EPOLL_CTL_DEL, s, NULL); /* ENOENT if closed already: fine */
+        return 0;
+    }
+    struct epoll_event ev = {.events = 0, .data.fd = s};
+    if (what & CURL_POLL_IN) ev.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT) ev.events |= EPOLLOUT;
+    if (epoll_ctl(t->ep, EPOLL_CTL_MOD, s, &ev) < 0 && errno == ENOENT &&
+        epoll_ctl(t->ep, EPOLL_CTL_ADD, s, &ev) < 0)
+        log_warn("upstream: cannot watch a socket", "fd=%d errno=%d", (int)s, errno);
+    return 0;
+}
+
+static int on_timer(CURLM *m, long ms, void *userp)
+{
+    (void)m;
+    up_thread *t = userp;
+    t->curl_due = ms < 0 ? NEVER : ms == 0 ? 0 : mono_ns() + (uint64_t)ms * 1000000u;
+    return 0;
+}
+
+static void run_curl_timer(up_thread *t)
+{
+    if (t->curl_due > t->now) return;
+    t->curl_due = NEVER; /* one-shot: libcurl sets the next one */
+    int running;
+    curl_multi_socket_action(t->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+}
+
+static void on_ready(up_thread *t, const struct epoll_event *ev)
+{
+    int flags = 0;
+    if (ev->events & (EPOLLIN | EPOLLHUP)) flags |= CURL_CSELECT_IN;
+    if (ev->events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
+    if (ev->events & EPOLLERR) flags |= CURL_CSELECT_ERR;
+    int running;
+    curl_multi_socket_action(t->multi, ev->data.fd, flags, &running);
+}
+
+static uint64_t next_due(const up_thread *t)
+{
+    return t->curl_due < t->idle_due ? t->curl_due : t->idle_due;
+}
+
+/* epoll_wait's timeout: the nearer of libcurl's timer and the idle expiry. */
+static int wait_ms(up_thread *t)
+{
+    uint64_t now = mono_ns();
+    uint64_t due = next_due(t), cap = now + (uint64_t)MAX_SLEEP_MS * 1000000u;
+    t->sleep_due = due < cap ? due : cap;
+    if (due <= now) return 0;
+    return due < cap ? (int)((due - now + 999999u) / 1000000u) : MAX_SLEEP_MS;
+}
+
+static void batch_begin(up_thread *t)
+{
+    if (t->batch_begin) t->batch_begin();
+}
+
+static void batch_end(up_thread *t)
+{
+    if (t->batch_end) t->batch_end();
+}
+
+/* One wakeup: ready sockets, queued work, due timers, finished transfers.
+ * Returns true when quitting. */
+static bool up_step(up_thread *t, struct epoll_event *evs)
+{
+    int timeout = wait_ms(t);
+    pthread_mutex_unlock(&t->loop_mu);
+    int n = epoll_wait(t->ep, evs, MAX_EVENTS, timeout);
+    pthread_mutex_lock(&t->loop_mu);
+    t->now = mono_ns();
+    bool woken = false;
+    batch_begin(t);
+    for (int i = 0; i < n; i++) {
+        if (i && i % BATCH_EVENTS == 0) { /* what is relayed so far leaves now */
+            batch_end(t);
+            batch_begin(t);
+        }
+        if (evs[i].data.fd == t->wake_fd) {
+            uint64_t v;
+            woken = true;
+            if (read(t->wake_fd, &v, sizeof v) < 0 && errno != EAGAIN)
+                log_warn("upstream: wake read failed", "errno=%d", errno);
+            continue;
+        }
+        on_ready(t, &evs[i]);
+    }
+    bool quit = woken && take_queues(t);
+    if (!quit) {
+        run_curl_timer(t);
+        drain_done(t);
+        if (t->idle_due <= t->now) idle_sweep(t);
+    }
+    batch_end(t);
+    return quit;
 }
 
 static void *up_main(void *arg)
 {
     up_thread *t = arg;
-    for (;;) {
-        if (take_queues(t)) break;
-        int running;
-        curl_multi_perform(t->multi, &running);
-        drain_done(t);
-        idle_sweep(t);
-        curl_multi_poll(t->multi, NULL, 0, t->active ? 50 : 1000, NULL);
-    }
+    struct epoll_event evs[MAX_EVENTS];
+    pthread_mutex_lock(&t->loop_mu);
+    t->now = mono_ns();
+    while (!up_step(t, evs)) continue;
     abort_all(t);
     take_queues(t); /* requests queued during shutdown end as cancelled */
+    pthread_mutex_unlock(&t->loop_mu);
     return NULL;
+}
+
+static void wake(up_thread *t)
+{
+    uint64_t one = 1;
+    if (write(t->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_warn("upstream: wake failed", "errno=%d", errno);
+}
+
+/* ---- start and stop ---------------------------------------------------------------- */
+
+static bool thread_init(up_thread *t)
+{
+    t->curl_due = t->idle_due = t->sleep_due = NEVER;
+    t->ep = epoll_create1(EPOLL_CLOEXEC);
+    t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    t->multi = curl_multi_init();
+    if (t->ep < 0 || t->wake_fd < 0 || !t->multi) return false;
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = t->wake_fd};
+    if (epoll_ctl(t->ep, EPOLL_CTL_ADD, t->wake_fd, &ev) < 0) return false;
+    curl_multi_setopt(t->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(t->multi, CURLMOPT_SOCKETDATA, t);
+    curl_multi_setopt(t->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(t->multi, CURLMOPT_TIMERDATA, t);
+    return true;
+}
+
+static void thread_free(up_thread *t)
+{
+    if (t->multi) curl_multi_cleanup(t->multi);
+    for (int i = 0; i < t->nspare; i++) curl_easy_cleanup(t->spare[i]);
+    if (t->wake_fd >= 0) close(t->wake_fd);
+    if (t->ep >= 0) close(t->ep);
+    pthread_mutex_destroy(&t->mu);
+    pthread_mutex_destroy(&t->loop_mu);
+    free(t);
 }
 
 up_thread *up_thread_start(char *err, size_t errlen)
@@ -269,11 +503,10 @@ up_thread *up_thread_start(char *err, size_t errlen)
     up_thread *t = calloc(1, sizeof *t);
     if (!t) abort();
     pthread_mutex_init(&t->mu, NULL);
-    t->multi = curl_multi_init();
-    if (!t->multi || pthread_create(&t->thread, NULL, up_main, t) != 0) {
+    pthread_mutex_init(&t->loop_mu, NULL);
+    if (!thread_init(t) || pthread_create(&t->thread, NULL, up_main, t) != 0) {
         snprintf(err, errlen, "cannot start the upstream thread");
-        if (t->multi) curl_multi_cleanup(t->multi);
-        free(t);
+        thread_free(t);
         return NULL;
     }
     return t;
@@ -285,11 +518,17 @@ void up_thread_stop(up_thread *t)
     pthread_mutex_lock(&t->mu);
     t->quit = true;
     pthread_mutex_unlock(&t->mu);
-    curl_multi_wakeup(t->multi);
+    wake(t);
     pthread_join(t->thread, NULL);
-    curl_multi_cleanup(t->multi);
-    pthread_mutex_destroy(&t->mu);
-    free(t);
+    thread_free(t);
+}
+
+void up_thread_set_hooks(up_thread *t, void (*begin)(void), void (*end)(void))
+{
+    pthread_mutex_lock(&t->loop_mu);
+    t->batch_begin = begin;
+    t->batch_end = end;
+    pthread_mutex_unlock(&t->loop_mu);
 }
 
 int up_thread_active(up_thread *t)
@@ -297,13 +536,40 @@ int up_thread_active(up_thread *t)
     return t ? t->active : 0;
 }
 
+/* ---- queueing from any thread --------------------------------------------------- */
+
+/* Only the push that finds the queues empty wakes the thread: it takes
+ * everything queued under the same mutex, so later pushes ride along. */
 static void push_add(up_thread *t, up_req *r)
 {
     pthread_mutex_lock(&t->mu);
+    bool first = !t->adds && !t->cancels;
     r->next_add = t->adds;
     t->adds = r;
     pthread_mutex_unlock(&t->mu);
-    curl_multi_wakeup(t->multi);
+    if (first) wake(t);
+}
+
+/* Start r on the calling thread when the upstream thread sleeps (see the
+ * top of the file); false when it is busy or stopping. */
+static bool start_here(up_thread *t, up_req *r)
+{
+    if (pthread_mutex_trylock(&t->loop_mu) != 0) return false;
+    pthread_mutex_lock(&t->mu);
+    bool quit = t->quit;
+    pthread_mutex_unlock(&t->mu);
+    if (!quit) {
+        t->now = mono_ns();
+        adopt(t, r);
+        run_curl_timer(t);
+        drain_done(t);
+        /* wake the thread only if it would sleep past a new deadline (an
+         * idle timeout shorter than MAX_SLEEP_MS): a wakeup now would take
+         * a CPU from the backend answering this request */
+        if (next_due(t) < t->sleep_due) wake(t);
+    }
+    pthread_mutex_unlock(&t->loop_mu);
+    return !quit;
 }
 
 up_req *up_start(llm *l, const up_opts *o, const up_callbacks *cb, void *ctx)
@@ -313,16 +579,17 @@ up_req *up_start(llm *l, const up_opts *o, const up_callbacks *cb, void *ctx)
     atomic_init(&r->refs, 2); /* caller + upstream thread */
     r->cb = *cb;
     r->ctx = ctx;
+    r->thread = l->up;
     if (o->body && !(r->body = strdup(o->body))) abort();
-    r->easy = make_easy(r, o);
+    r->easy = make_easy(l->up, r, o);
     if (!r->easy) {
         r->ended = true;
+        r->thread = NULL; /* nothing to cancel */
         cb->on_end(ctx, CURLE_FAILED_INIT, 0, "");
         up_unref(r);
         return r;
     }
-    r->thread = l->up;
-    push_add(l->up, r);
+    if (!start_here(l->up, r)) push_add(l->up, r);
     return r;
 }
 
@@ -332,10 +599,11 @@ void up_cancel(up_req *r)
     up_thread *t = r->thread;
     atomic_fetch_add(&r->refs, 1); /* the cancel queue's */
     pthread_mutex_lock(&t->mu);
+    bool first = !t->adds && !t->cancels;
     r->next_cancel = t->cancels;
     t->cancels = r;
     pthread_mutex_unlock(&t->mu);
-    curl_multi_wakeup(t->multi);
+    if (first) wake(t);
 }
 
 /* ---- blocking fetch ------------------------------------------------------- */

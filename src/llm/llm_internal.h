@@ -39,6 +39,7 @@ int up_fetch(llm *l, const up_opts *o, char **body, long *http, char *err, size_
 struct up_thread *up_thread_start(char *err, size_t errlen);
 void up_thread_stop(struct up_thread *t);
 int up_thread_active(struct up_thread *t);
+void up_thread_set_hooks(struct up_thread *t, void (*begin)(void), void (*end)(void));
 
 struct llm {
     llm_config cfg;

@@ -104,6 +104,11 @@ void llm_stop(llm *l)
     free(l);
 }
 
+void llm_set_batch_hooks(llm *l, void (*begin)(void), void (*end)(void))
+{
+    up_thread_set_hooks(l->up, begin, end);
+}
+
 const llm_config *llm_get_config(llm *l)
 {
     return &l->cfg;

@@ -18,7 +18,7 @@
  * updates a row only if it was created no later than the access, so a rowid
  * reused after a delete never inherits the accesses of the deleted row.
  *
- * Threads: mem_access_record() is called on workers and never blocks on
+ * Threads: mem_record_access() is called on workers and never blocks on
  * SQLite; at most one flush is queued or running at a time.
  */
 #include <stdlib.h>
@@ -166,7 +166,7 @@ void mem_access_flush(mem_store *m)
     flush_done(rc, j);
 }
 
-void mem_access_record(mem_store *m, const mem_row *rows, size_t n)
+void mem_record_access(mem_store *m, const mem_row *rows, size_t n)
 {
     mem_access *x = m->access;
     if (!x || !n) return;

@@ -110,12 +110,11 @@ int mem_fail(mem_err *e, int code, const char *fmt, ...) __attribute__((format(p
 /* mem_maint.c: free the per-persona prune/decay marks. */
 void mem_maint_free(mem_store *m);
 
-/* mem_access.c: count search hits in RAM; flushed by a timer, when many
- * rows wait, and by mem_access_flush(). */
+/* mem_access.c: search hits are counted in RAM (mem_record_access) and
+ * flushed by a timer, when many rows wait, and by mem_access_flush(). */
 typedef struct mem_access mem_access;
 void mem_access_open(mem_store *m, int flush_ms);
 void mem_access_close(mem_store *m); /* flushes what is left */
-void mem_access_record(mem_store *m, const mem_row *rows, size_t n);
 
 /* mem_search.c: read full rows by seq through a pool connection. */
 int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, const float *scores, size_t n,

@@ -209,11 +209,15 @@ static int finish(mem_store *m, cand *cands, size_t nc, size_t k, bool access, j
     if (!nc) return 0;
     store_conn *sc = store_pool_get(m->st);
     if (!sc) return mem_fail(e, -32002, "database busy: no read connection available");
+    /* One read transaction for the k lookups, not one each (a WAL read
+     * lock and a look at the wal-index per transaction). */
+    bool txn = nc > 1 && store_conn_exec(sc, "BEGIN") == SQLITE_OK;
     int rc = mem_fetch_rows(m, sc, seqs, scores, nc, a, *rows, n);
+    if (txn) store_conn_exec(sc, "COMMIT");
     store_pool_put(m->st, sc);
     if (rc != SQLITE_OK)
         return mem_fail(e, -32002, "reading memories failed (SQLite error %d)", rc);
-    if (access) mem_access_record(m, *rows, *n);
+    if (access) mem_record_access(m, *rows, *n);
     return 0;
 }
 

@@ -145,6 +145,11 @@ typedef struct mem_row {
 
 int mem_search(mem_store *m, const mem_query *q, jarena *a, mem_row **rows, size_t *n, mem_err *e);
 
+/* Count rows from a search made with record_access = false as accessed
+ * (in RAM, written in batches, as record_access does). For callers with
+ * something more urgent to do first: chat starts its backend request. */
+void mem_record_access(mem_store *m, const mem_row *rows, size_t n);
+
 typedef struct mem_cross_query {
     const char *requester;
     const char *text;

@@ -32,6 +32,14 @@ void net_destroy(app *a);
 /* Run fn(arg) on the service thread soon. Thread-safe. */
 typedef void (*net_post_fn)(app *a, void *arg);
 void net_post(app *a, net_post_fn fn, void *arg);
+/* Between hold and release (they nest), this thread's posts queue without
+ * waking the service thread; release wakes it once if they need it. For a
+ * thread that posts a burst at a time (the upstream thread relaying the
+ * tokens of one wakeup): one wakeup instead of one per post. Meanwhile
+ * other threads' posts may wait for the release too, so hold only around
+ * work that is already at hand. */
+void net_post_hold(void);
+void net_post_release(void);
 
 /* MCP over stdin/stdout instead of a port (--stdio). Returns at EOF or
  * when *stop becomes true, after the work in flight finished. */

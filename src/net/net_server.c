@@ -7,7 +7,14 @@
  * parsed into a scratch arena; an all-inline message is executed at once and
  * its response queued on conn->out; otherwise a job (owning a copy of the
  * bytes) goes to the worker queue, and its completion comes back through
- * net_post(). Responses leave in WRITEABLE callbacks, one lws_write each.
+ * net_post(). Responses leave in WRITEABLE callbacks, one lws_write each,
+ * except two shortcuts that skip a poll round: an answer made inside its
+ * connection's RECEIVE with nothing queued is written at once, and frames
+ * queued by a batch of posts (relayed tokens) are written at the end of
+ * that batch, each connection's in one pass, the socket corked meanwhile
+ * so they leave in as few segments as possible. On a connection without
+ * extensions (no permessage-deflate state to keep in step), several queued
+ * messages are framed here and leave in one write.
  *
  * Order: a connection's answers leave in the order of its requests, and a
  * request starts only when the ones before it have finished (later ones wait
@@ -22,6 +29,8 @@
  * just frees its response.
  */
 #include <libwebsockets.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -89,6 +98,10 @@ struct net_conn {
     uint64_t last_active;                   /* monotonic ns of the last message in or out */
     struct net_conn *live_prev, *live_next; /* open connections (idle sweep) */
     net_msg *out_head, *out_tail;
+    int out_n;          /* messages in out_head */
+    bool plain;         /* no extension offered: we may frame messages ourselves */
+    bool flush_pending; /* on S.flush: written when run_posts ends */
+    struct net_conn *flush_next;
 };
 
 typedef struct post_item {
@@ -102,6 +115,7 @@ static struct {
     struct lws_vhost *vhost;
     pthread_mutex_t post_mu;
     post_item *post_head, *post_tail;
+    bool wake_pending; /* under post_mu: lws_cancel_service called, run_posts not yet run */
     volatile sig_atomic_t stop_requested;
     atomic_uint_fast64_t next_conn_id;
     int jobs_in_flight; /* dispatched to workers, not yet completed */
@@ -110,6 +124,10 @@ static struct {
     lws_retry_bo_t retry;
     net_conn *live;      /* open WebSocket connections */
     net_conn *receiving; /* the connection whose RECEIVE is running */
+    bool in_posts;       /* run_posts is running: queue, flush at its end */
+    net_conn *flush;     /* connections to write at the end of run_posts (a ref each) */
+    unsigned char *tx;   /* scratch for several frames in one write */
+    size_t tx_cap;
     lws_sorted_usec_list_t sweep;
     app *app;
 } S = {.post_mu = PTHREAD_MUTEX_INITIALIZER};
@@ -257,8 +275,16 @@ static void conn_queue_out(net_conn *c, jw *w)
     else
         c->out_head = m;
     c->out_tail = m;
+    c->out_n++;
     S.out_queued++;
-    lws_callback_on_writable(c->wsi);
+    if (!S.in_posts) {
+        lws_callback_on_writable(c->wsi);
+    } else if (!c->flush_pending) {
+        c->flush_pending = true;
+        atomic_fetch_add(&c->refs, 1);
+        c->flush_next = S.flush;
+        S.flush = c;
+    }
 }
 
 static void conn_drop_queues(net_conn *c)
@@ -271,6 +297,7 @@ static void conn_drop_queues(net_conn *c)
         S.out_queued--;
     }
     c->out_tail = NULL;
+    c->out_n = 0;
     while (c->pending_head) {
         net_job *j = c->pending_head;
         c->pending_head = j->next;
@@ -289,6 +316,15 @@ bool net_on_service_thread(void)
     return t_service;
 }
 
+/* net_post_hold/release: the wake owed by this thread's held posts. */
+static _Thread_local int tl_hold;
+static _Thread_local app *tl_owed;
+
+static void wake_service(app *a)
+{
+    if (a->lws) lws_cancel_service(a->lws);
+}
+
 void net_post(app *a, net_post_fn fn, void *arg)
 {
     post_item *it = malloc(sizeof *it);
@@ -296,14 +332,56 @@ void net_post(app *a, net_post_fn fn, void *arg)
     it->fn = fn;
     it->arg = arg;
     it->next = NULL;
+    /* Only a post that finds no wakeup pending wakes the service thread:
+     * run_posts takes the whole list (and clears the flag) under the mutex,
+     * so the ones queued meanwhile ride along (one wakeup per burst, not
+     * one per token). A thread in net_post_hold owes its wakeup until its
+     * release; another thread's wakeup meanwhile takes its posts too. */
     pthread_mutex_lock(&S.post_mu);
     if (S.post_tail)
         S.post_tail->next = it;
     else
         S.post_head = it;
     S.post_tail = it;
+    bool wake = !S.wake_pending && !tl_hold;
+    if (wake) S.wake_pending = true;
     pthread_mutex_unlock(&S.post_mu);
-    lws_cancel_service(a->lws);
+    if (tl_hold) tl_owed = a;
+    if (wake) wake_service(a);
+}
+
+void net_post_hold(void)
+{
+    tl_hold++;
+}
+
+void net_post_release(void)
+{
+    if (--tl_hold > 0 || !tl_owed) return;
+    app *a = tl_owed;
+    tl_owed = NULL;
+    pthread_mutex_lock(&S.post_mu);
+    bool wake = S.post_head && !S.wake_pending; /* else run_posts took them already */
+    if (wake) S.wake_pending = true;
+    pthread_mutex_unlock(&S.post_mu);
+    if (wake) wake_service(a);
+}
+
+static int conn_write_queue(net_conn *c, struct lws *wsi);
+
+/* Write what the batch queued, one pass per connection. */
+static void flush_posted(void)
+{
+    while (S.flush) {
+        net_conn *c = S.flush;
+        S.flush = c->flush_next;
+        c->flush_pending = false;
+        if (c->wsi && !c->closing && conn_write_queue(c, c->wsi) < 0)
+            conn_close(c, LWS_CLOSE_STATUS_ABNORMAL_CLOSE, "write failed");
+        else if (c->wsi && c->out_head)
+            lws_callback_on_writable(c->wsi);
+        conn_unref(c);
+    }
 }
 
 static void run_posts(app *a)
@@ -311,13 +389,17 @@ static void run_posts(app *a)
     pthread_mutex_lock(&S.post_mu);
     post_item *it = S.post_head;
     S.post_head = S.post_tail = NULL;
+    S.wake_pending = false;
     pthread_mutex_unlock(&S.post_mu);
+    S.in_posts = a->lws != NULL; /* not from net_destroy */
     while (it) {
         post_item *next = it->next;
         it->fn(a, it->arg);
         free(it);
         it = next;
     }
+    S.in_posts = false;
+    flush_posted();
 }
 
 /* Close with a code and reason. The close is started from the next
@@ -808,24 +890,114 @@ static int ws_receive(net_conn *c, struct lws *wsi, const char *in, size_t len)
     return 0;
 }
 
-static int ws_writeable(net_conn *c, struct lws *wsi)
+static void set_cork(struct lws *wsi, int on)
 {
-    if (c->closing) return -1; /* sends the close frame set by conn_close */
+    int fd = (int)lws_get_socket_fd(wsi);
+    if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+}
+
+/* lws_issue_raw sends at most rx_buffer_size + LWS_PRE + 4 bytes per call
+ * (the rest waits for POLLOUT): batches stay within one such send. */
+#define TX_BATCH_MAX 4096
+
+/* A server-to-client text frame header (RFC 6455 5.2: FIN, no mask). */
+static size_t frame_header(unsigned char *h, size_t len)
+{
+    h[0] = 0x81;
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len < 65536) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        return 4;
+    }
+    h[1] = 127;
+    for (int i = 0; i < 8; i++) h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+static void msg_done(net_conn *c, net_msg *m)
+{
+    c->out_head = m->next;
+    if (!c->out_head) c->out_tail = NULL;
+    c->out_n--;
+    S.out_queued--;
+    metrics_inc(MC_WS_MESSAGES_OUT, 1);
+    metrics_inc(MC_WS_BYTES_OUT, m->len);
+    free(m->buf);
+    free(m);
+}
+
+/* Frame queued messages (up to TX_BATCH_MAX bytes, at least one) into one
+ * buffer and write it at once; lws keeps what the socket did not take and
+ * sends it before anything else. Only for plain connections. */
+static int write_framed(net_conn *c, struct lws *wsi)
+{
+    size_t total = 0;
+    for (net_msg *m = c->out_head; m; m = m->next) {
+        if (total && total + m->len + 10 > TX_BATCH_MAX) break;
+        total += m->len + 10;
+    }
+    if (total > S.tx_cap) {
+        free(S.tx);
+        if (!(S.tx = malloc(total))) abort();
+        S.tx_cap = total;
+    }
+    size_t n = 0, room = total;
+    while (c->out_head && c->out_head->len + 10 <= room) {
+        net_msg *m = c->out_head;
+        size_t h = frame_header(S.tx + n, m->len);
+        memcpy(S.tx + n + h, m->buf + LWS_PRE, m->len);
+        n += h + m->len;
+        room -= m->len + 10;
+        msg_done(c, m);
+    }
+    return lws_write(wsi, S.tx, n, LWS_WRITE_HTTP) < 0 ? -1 : 0;
+}
+
+/* Up to 32 batches; stops early when the socket is full. */
+static int conn_write_framed(net_conn *c, struct lws *wsi)
+{
+    c->last_active = metrics_now_ns();
+    for (int n = 0; c->out_head && n < 32; n++) {
+        if (write_framed(c, wsi) < 0) return -1;
+        if (lws_send_pipe_choked(wsi)) break;
+    }
+    return 0;
+}
+
+/* Write up to 32 queued messages (fewer if the socket fills up); with
+ * several, the socket is corked until the last, so they share segments.
+ * -1 when a write failed. */
+static int conn_write_queue(net_conn *c, struct lws *wsi)
+{
+    if (c->plain && c->out_n > 1) return conn_write_framed(c, wsi);
+    bool cork = c->out_n > 2;
+    if (cork) set_cork(wsi, 1);
+    int rc = 0;
     for (int n = 0; c->out_head && n < 32; n++) {
         net_msg *m = c->out_head;
         int w = lws_write(wsi, (unsigned char *)m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
-        c->out_head = m->next;
-        if (!c->out_head) c->out_tail = NULL;
-        S.out_queued--;
-        metrics_inc(MC_WS_MESSAGES_OUT, 1);
-        metrics_inc(MC_WS_BYTES_OUT, m->len);
-        free(m->buf);
-        free(m);
-        if (w < 0) return -1;
+        msg_done(c, m);
+        if (w < 0) {
+            rc = -1;
+            break;
+        }
         if (lws_send_pipe_choked(wsi)) break;
     }
-    if (c->out_head) lws_callback_on_writable(wsi);
+    if (cork) set_cork(wsi, 0); /* sends what the cork held */
     c->last_active = metrics_now_ns();
+    return rc;
+}
+
+static int ws_writeable(net_conn *c, struct lws *wsi)
+{
+    if (c->closing) return -1; /* sends the close frame set by conn_close */
+    if (conn_write_queue(c, wsi) < 0) return -1;
+    if (c->out_head) lws_callback_on_writable(wsi);
     return 0;
 }
 
@@ -856,6 +1028,7 @@ static int ws_confirm_upgrade(app *a, struct lws *wsi)
 static int ws_established(app *a, struct lws *wsi, net_pss *pss)
 {
     pss->conn = conn_new(a, wsi);
+    pss->conn->plain = lws_hdr_total_length(wsi, WSI_TOKEN_EXTENSIONS) <= 0;
     atomic_fetch_add(&a->connections, 1);
     pss->conn->last_active = metrics_now_ns();
     live_add(pss->conn);
@@ -1028,4 +1201,7 @@ void net_destroy(app *a)
     net_mcp_http_shutdown();
     run_posts(a); /* completions that raced the shutdown: free them */
     jarena_free(&S.scratch);
+    free(S.tx);
+    S.tx = NULL;
+    S.tx_cap = 0;
 }

@@ -854,6 +854,85 @@ def test_100_streams_on_10_connections(chat_server, fake):
     assert took < 60, took
 
 
+@pytest.mark.parametrize("compression", [None, "deflate"])
+def test_streams_share_a_connection_intact(chat_server, fake, compression):
+    """20 fast streams on one connection: their frames are written several at a time (framed
+    by the server itself on a plain connection, through permessage-deflate otherwise); every
+    frame arrives whole and each stream's chunks in order."""
+    srv = chat_server()
+    n = 20
+
+    def reply(j):
+        return " ".join(f"s{j}t{k}" + "x" * (k % 7) for k in range(30))
+
+    async def go():
+        async with Conn(srv.url, compression=compression) as c:
+            await switch(c)
+            d = Demux(c)
+            for j in range(n):
+                msg = f"fast {j}" + mark(reply=reply(j), delay_ms=2)
+                await send(c, "persona.chat_stream", {"message": msg}, f"f-{j}")
+            await d.until(lambda: all(d.done(f"f-{j}") for j in range(n)), timeout=60,
+                          what="all streams")
+            return d
+
+    d = srun(srv, go())
+    for j in range(n):
+        events = [check_event_frame(f, f"f-{j}") for f in d.of(f"f-{j}")]
+        chunks, comp = check_stream(events)
+        assert comp["full_response"] == reply(j), comp
+        assert len(chunks) == 30, len(chunks)
+
+
+def test_timeout_and_cancel_among_busy_streams(chat_server, fake):
+    """The upstream thread's timers while other transfers keep it busy: among 30 streams that
+    receive a token every 50 ms, a silent stream still hits its 500 ms idle timeout on time and
+    a cancelled one aborts its backend request at once; the busy ones all complete intact."""
+    srv = chat_server(extra=["--llm-idle-timeout-ms", "500"])
+    n_busy = 30
+
+    def reply(j):
+        return " ".join(f"w{j}x{k}" for k in range(40))
+
+    async def go():
+        async with Conn(srv.url) as c:
+            await switch(c)
+            d = Demux(c)
+            for j in range(n_busy):
+                msg = f"busy {j}" + mark(reply=reply(j), delay_ms=50)
+                await send(c, "persona.chat_stream", {"message": msg}, f"busy-{j}")
+            await send(c, "persona.chat_stream", {"message": "long" + mark(tokens=50,
+                                                                            delay_ms=200)}, "long")
+            t_silent = time.monotonic()
+            await send(c, "persona.chat_stream",
+                       {"message": "silent" + mark(first_token_ms=20000)}, "silent")
+            await d.until(lambda: any(r == "long" and et == "stream_chunk" for r, et in d.order),
+                          what="a chunk of the stream to cancel")
+            t_cancel = time.monotonic()
+            await send(c, "persona.chat_cancel", {"request_id": "long"}, "cancel")
+            await d.until(lambda: d.done("long"), timeout=5, what="stream_cancelled")
+            took_cancel = time.monotonic() - t_cancel
+            await d.until(lambda: d.done("silent"), timeout=5, what="the idle timeout")
+            took_silent = time.monotonic() - t_silent
+            await d.until(lambda: all(d.done(f"busy-{j}") for j in range(n_busy)), timeout=60,
+                          what="the busy streams")
+            return d, took_cancel, took_silent
+
+    d, took_cancel, took_silent = srun(srv, go())
+    assert d.of("long")[-1]["result"]["event_type"] == "stream_cancelled", d.of("long")[-1]
+    assert took_cancel < 2.0, f"stream_cancelled took {took_cancel:.2f}s"
+    err = d.of("silent")[-1]["result"]
+    assert err["event_type"] == "stream_error" and err["error"]["reason"] == "timeout", err
+    assert 0.4 < took_silent < 3.0, f"idle timeout of 500 ms took {took_silent:.2f}s"
+    for j in range(n_busy):
+        events = [check_event_frame(f, f"busy-{j}") for f in d.of(f"busy-{j}")]
+        _, comp = check_stream(events)
+        assert comp["full_response"] == reply(j), comp
+    s = fake.wait_stats(lambda s: s["aborted_streams"] >= 2 and s["active_streams"] == 0,
+                        timeout=3, what="the cancelled and the silent backend streams closed")
+    assert s["completed_streams"] == n_busy and s["aborted_streams"] == 2, s
+
+
 # --- memory ---------------------------------------------------------------------------------------
 
 
