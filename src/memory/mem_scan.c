@@ -197,18 +197,24 @@ static float half_dot_c(const uint16_t *a, const float *q, int dim)
 __attribute__((target("avx512f"))) static float half_dot_512(const uint16_t *a, const float *q,
                                                              int dim)
 {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    /* Four accumulators: a chain of dim/64 dependent FMAs each, not dim/16. */
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(),
+           s3 = _mm512_setzero_ps();
     int i = 0;
-    for (; i + 32 <= dim; i += 32) {
-        __m512 x0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i)));
-        __m512 x1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i + 16)));
-        s0 = _mm512_fmadd_ps(x0, _mm512_loadu_ps(q + i), s0);
-        s1 = _mm512_fmadd_ps(x1, _mm512_loadu_ps(q + i + 16), s1);
+    for (; i + 64 <= dim; i += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))),
+                             _mm512_loadu_ps(q + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i + 16))),
+                             _mm512_loadu_ps(q + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i + 32))),
+                             _mm512_loadu_ps(q + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i + 48))),
+                             _mm512_loadu_ps(q + i + 48), s3);
     }
     for (; i + 16 <= dim; i += 16)
         s0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(a + i))),
                              _mm512_loadu_ps(q + i), s0);
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
     for (; i < dim; i++) s += float_of_half(a[i]) * q[i];
     return s;
 }
