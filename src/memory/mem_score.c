@@ -65,12 +65,15 @@ static int at_word_start(const unsigned char *t, size_t i)
     return i == 0 || !is_wbyte(t[i - 1]);
 }
 
-/* Does p occur at the start of some word of t? */
+/* Does p occur at the start of some word of t? (The first letter is
+ * compared before anything else: most positions fail there, and these
+ * scans run once per keyword per stored text.) */
 static int has_word_start(const char *text, const char *p)
 {
     const unsigned char *t = (const unsigned char *)text;
+    const int c0 = (unsigned char)p[0];
     for (size_t i = 0; t[i]; i++)
-        if (at_word_start(t, i) && match_at(t + i, p)) return 1;
+        if (fold(t[i]) == c0 && at_word_start(t, i) && match_at(t + i, p)) return 1;
     return 0;
 }
 
@@ -78,9 +81,10 @@ static int has_word_start(const char *text, const char *p)
 static int count_whole(const char *text, const char *p)
 {
     const unsigned char *t = (const unsigned char *)text;
+    const int c0 = (unsigned char)p[0];
     int n = 0;
     for (size_t i = 0; t[i];) {
-        size_t len = at_word_start(t, i) ? match_at(t + i, p) : 0;
+        size_t len = fold(t[i]) == c0 && at_word_start(t, i) ? match_at(t + i, p) : 0;
         if (len && !is_wbyte(t[i + len])) {
             n++;
             i += len;
