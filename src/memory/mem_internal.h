@@ -74,6 +74,7 @@ struct mem_store {
     pthread_t decay_thread;
     bool decay_running, decay_quit;
     struct mem_access *access; /* search hits waiting to be written (mem_access.c) */
+    struct mem_split *split;   /* helper thread for large scans (mem_split.c); may be NULL */
 };
 
 /* mem_coll.c */
@@ -115,6 +116,15 @@ void mem_maint_free(mem_store *m);
 typedef struct mem_access mem_access;
 void mem_access_open(mem_store *m, int flush_ms);
 void mem_access_close(mem_store *m); /* flushes what is left */
+
+/* mem_split.c: fill scores[0, n) like mem_half_scores(), the work shared
+ * with a helper thread when the collection is large and the helper free.
+ * mem_split_start() returns NULL on one core (then it scans alone). */
+typedef struct mem_split mem_split;
+mem_split *mem_split_start(void);
+void mem_split_stop(mem_split *sp);
+void mem_split_half_scores(mem_split *sp, const uint16_t *half, size_t n, int dim, const float *q,
+                           const uint8_t *keep, float *scores);
 
 /* mem_search.c: read full rows by seq through a pool connection. */
 int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, const float *scores, size_t n,

@@ -257,24 +257,32 @@ static double half_eps(double qn, int dim, float norm_max)
     return qn * e * 1.01;
 }
 
-MEM_CLONES size_t mem_topk_half(const uint16_t *half, const float *rows, size_t n, int dim,
-                                float norm_max, const float *q, const uint8_t *keep, size_t k,
-                                mem_hit *out, float *scratch)
+bool mem_half_ok(float norm_max, const float *q, int dim)
 {
-    if (!half || !rows || !q || !out || !scratch || k == 0 || dim <= 0) return 0;
+    if (!q || dim <= 0 || !(norm_max <= 4.0f)) return false; /* longer rows could overflow */
+    double qn = 0;
+    for (int i = 0; i < dim; i++) qn += (double)q[i] * (double)q[i];
+    return isfinite(qn);
+}
+
+void mem_half_scores(const uint16_t *half, size_t from, size_t to, int dim, const float *q,
+                     const uint8_t *keep, float *scores)
+{
+    half_dot_fn hd = pick_half_dot();
+    for (size_t i = from; i < to; i++)
+        scores[i] = (keep && !keep[i]) ? NAN : hd(half + i * (size_t)dim, q, dim);
+}
+
+MEM_CLONES size_t mem_topk_from_half(const float *scores, const float *rows, size_t n, int dim,
+                                     float norm_max, const float *q, size_t k, mem_hit *out)
+{
+    if (!scores || !rows || !q || !out || k == 0 || dim <= 0) return 0;
     double qn = 0;
     for (int i = 0; i < dim; i++) qn += (double)q[i] * (double)q[i];
     qn = sqrt(qn);
-    /* Rows this long could overflow half: scan float32 only. */
-    if (!(norm_max <= 4.0f) || !isfinite(qn)) return mem_topk(rows, n, dim, q, keep, k, out);
-    half_dot_fn hd = pick_half_dot();
     size_t m = 0;
-    const uint16_t *h = half;
-    for (size_t i = 0; i < n; i++, h += dim) {
-        scratch[i] = NAN;
-        if (keep && !keep[i]) continue;
-        float s = hd(h, q, dim);
-        scratch[i] = s;
+    for (size_t i = 0; i < n; i++) {
+        float s = scores[i];
         if (s == s && (m < k || s > out[0].score)) m = heap_offer(out, m, k, (uint32_t)i, s);
     }
     float floor_score = -INFINITY;
@@ -283,10 +291,19 @@ MEM_CLONES size_t mem_topk_half(const uint16_t *half, const float *rows, size_t 
                                  -INFINITY);
     m = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!(scratch[i] >= floor_score)) continue; /* also skips NaN and unkept rows */
+        if (!(scores[i] >= floor_score)) continue; /* also skips NaN and unkept rows */
         float s = dot_kernel(rows + i * (size_t)dim, q, dim);
         if (s == s && (m < k || s > out[0].score)) m = heap_offer(out, m, k, (uint32_t)i, s);
     }
     heap_sort_best_first(out, m);
     return m;
+}
+
+size_t mem_topk_half(const uint16_t *half, const float *rows, size_t n, int dim, float norm_max,
+                     const float *q, const uint8_t *keep, size_t k, mem_hit *out, float *scratch)
+{
+    if (!half || !rows || !q || !out || !scratch || k == 0 || dim <= 0) return 0;
+    if (!mem_half_ok(norm_max, q, dim)) return mem_topk(rows, n, dim, q, keep, k, out);
+    mem_half_scores(half, 0, n, dim, q, keep, scratch);
+    return mem_topk_from_half(scratch, rows, n, dim, norm_max, q, k, out);
 }

@@ -11,6 +11,7 @@
 #ifndef PMCP_MEM_SCAN_H
 #define PMCP_MEM_SCAN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,5 +38,15 @@ void mem_to_half(const float *in, uint16_t *out, size_t n);
  * room for n floats. */
 size_t mem_topk_half(const uint16_t *half, const float *rows, size_t n, int dim, float norm_max,
                      const float *q, const uint8_t *keep, size_t k, mem_hit *out, float *scratch);
+
+/* mem_topk_half in steps, so that the first can be split across threads:
+ * when mem_half_ok() (else use mem_topk), mem_half_scores() fills
+ * scores[from, to) - NaN where keep is 0 - from any thread, and
+ * mem_topk_from_half() finishes once all n are filled. */
+bool mem_half_ok(float norm_max, const float *q, int dim);
+void mem_half_scores(const uint16_t *half, size_t from, size_t to, int dim, const float *q,
+                     const uint8_t *keep, float *scores);
+size_t mem_topk_from_half(const float *scores, const float *rows, size_t n, int dim, float norm_max,
+                          const float *q, size_t k, mem_hit *out);
 
 #endif

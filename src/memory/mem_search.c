@@ -179,10 +179,14 @@ static size_t scan_coll(mem_store *m, mem_coll *c, const float *qv, size_t k, do
     uint8_t *keep = build_mask(m, c, min_imp, type, vis, a, &none);
     if (none || c->n == 0) return 0;
     mem_hit *hits = jarena_alloc(a, sizeof *hits * k);
-    size_t h = c->n >= HALF_MIN_ROWS
-                   ? mem_topk_half(c->half, c->vecs, c->n, c->dim, c->norm_max, qv, keep, k, hits,
-                                   jarena_alloc(a, sizeof(float) * c->n))
-                   : mem_topk(c->vecs, c->n, c->dim, qv, keep, k, hits);
+    size_t h;
+    if (c->n >= HALF_MIN_ROWS && mem_half_ok(c->norm_max, qv, c->dim)) {
+        float *scores = jarena_alloc(a, sizeof(float) * c->n);
+        mem_split_half_scores(m->split, c->half, c->n, c->dim, qv, keep, scores);
+        h = mem_topk_from_half(scores, c->vecs, c->n, c->dim, c->norm_max, qv, k, hits);
+    } else {
+        h = mem_topk(c->vecs, c->n, c->dim, qv, keep, k, hits);
+    }
     for (size_t i = 0; i < h; i++)
         out[i] = (cand){c->seq[hits[i].row], hits[i].score, hits[i].score};
     return h;

@@ -59,6 +59,7 @@ int mem_open(mem_store **out, store *st, const mem_config *cfg, char *err, size_
     pthread_mutex_init(&m->decay_mu, NULL);
     pthread_cond_init(&m->decay_cv, NULL);
     mem_access_open(m, cfg->access_flush_ms);
+    m->split = mem_split_start();
     *out = m;
     if (cfg->decay_autostart) mem_decay_start(m);
     return 0;
@@ -69,6 +70,7 @@ void mem_close(mem_store *m)
     if (!m) return;
     mem_decay_stop(m);
     mem_access_close(m);
+    mem_split_stop(m->split);
     coll_free_all(m);
     mem_maint_free(m);
     pthread_mutex_destroy(&m->map_mu);

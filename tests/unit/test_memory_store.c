@@ -2,7 +2,8 @@
  * test_memory_store.c - the memory module against a real store: search hits
  * counted in RAM and written in batches (src/memory/mem_access.c), and
  * collections kept in seq order when commits are applied out of order
- * (src/memory/mem_coll.c).
+ * (src/memory/mem_coll.c), and the scan of a large collection shared with
+ * the helper thread (src/memory/mem_split.c) answering like the float32 scan.
  *
  * A real store on a temporary file and a real mem_store with a flush
  * interval of an hour, so nothing is written by the timer during a test:
@@ -16,6 +17,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <math.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +26,9 @@
 #include <unistd.h>
 
 #include "lib/json.h"
+#include "memory/mem_embed.h"
 #include "memory/mem_internal.h"
+#include "memory/mem_scan.h"
 #include "memory/memory.h"
 #include "store/store.h"
 
@@ -226,6 +231,104 @@ static void test_out_of_order_applies_keep_seq_order(void **state)
     coll_release(c);
 }
 
+/* ---- a large collection: the scan shared with the helper thread -------------- */
+
+enum { BIG_N = 6000, BIG_DIM = 384, BIG_K = 10 };
+
+static uint64_t g_rnd = 0x9e3779b97f4a7c15ull;
+
+static float rnd_gauss(void)
+{
+    g_rnd ^= g_rnd << 13, g_rnd ^= g_rnd >> 7, g_rnd ^= g_rnd << 17;
+    double u = ((double)(g_rnd >> 11) + 0.5) / 9007199254740992.0;
+    g_rnd ^= g_rnd << 13, g_rnd ^= g_rnd >> 7, g_rnd ^= g_rnd << 17;
+    double v = ((double)(g_rnd >> 11) + 0.5) / 9007199254740992.0;
+    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+typedef struct big_query {
+    fx *f;
+    float q[BIG_DIM];
+    int64_t got[BIG_K], want[BIG_K];
+    size_t ngot;
+} big_query;
+
+static void *big_search(void *arg)
+{
+    big_query *b = arg;
+    mem_query q = {.persona_id = "aria",
+                   .embedding = b->q,
+                   .embedding_dim = BIG_DIM,
+                   .k = BIG_K,
+                   .record_access = false};
+    jarena a;
+    jarena_init(&a);
+    mem_row *rows;
+    mem_err e;
+    if (mem_search(b->f->m, &q, &a, &rows, &b->ngot, &e) == 0)
+        for (size_t i = 0; i < b->ngot; i++) b->got[i] = rows[i].seq;
+    jarena_free(&a);
+    return NULL;
+}
+
+/* The answer of the float32 scan over the collection's own rows. */
+static void big_expect(fx *f, big_query *b)
+{
+    mem_coll *c = coll_get(f->m, "aria");
+    mem_err e;
+    assert_int_equal(coll_acquire(f->m, c, &e), 0);
+    float qn[BIG_DIM];
+    memcpy(qn, b->q, sizeof qn);
+    mem_normalize(qn, BIG_DIM);
+    mem_hit hits[BIG_K];
+    size_t h = mem_topk(c->vecs, c->n, c->dim, qn, NULL, BIG_K, hits);
+    assert_int_equal(h, BIG_K);
+    for (size_t i = 0; i < h; i++) b->want[i] = c->seq[hits[i].row];
+    coll_release(c);
+}
+
+/* Searches of a collection large enough to share its scan, two at a time
+ * (one gets the helper, the other scans alone), answer exactly as the
+ * float32 scan does. */
+static void test_large_scan_shared_with_helper(void **state)
+{
+    fx *f = *state;
+    mem_item *items = calloc(BIG_N, sizeof *items);
+    float *vecs = malloc(sizeof(float) * BIG_N * BIG_DIM);
+    char(*texts)[32] = malloc(32 * (size_t)BIG_N);
+    for (int i = 0; i < BIG_N; i++) {
+        for (int d = 0; d < BIG_DIM; d++) vecs[(size_t)i * BIG_DIM + d] = rnd_gauss();
+        snprintf(texts[i], 32, "large collection row %d", i);
+        items[i] = (mem_item){.persona_id = "aria",
+                              .content = texts[i],
+                              .memory_type = "user_input",
+                              .importance = 0.5,
+                              .related_json = "[]",
+                              .visibility = "private",
+                              .metadata_json = "{}",
+                              .embedding = vecs + (size_t)i * BIG_DIM,
+                              .embedding_dim = BIG_DIM};
+    }
+    mem_added *out = calloc(BIG_N, sizeof *out);
+    mem_err e;
+    assert_int_equal(mem_add(f->m, items, BIG_N, out, &e), 0);
+    for (int round = 0; round < 10; round++) {
+        big_query b[2] = {{.f = f}, {.f = f}};
+        for (int t = 0; t < 2; t++)
+            for (int d = 0; d < BIG_DIM; d++) b[t].q[d] = rnd_gauss();
+        pthread_t th;
+        pthread_create(&th, NULL, big_search, &b[1]);
+        big_search(&b[0]);
+        pthread_join(th, NULL);
+        for (int t = 0; t < 2; t++) {
+            big_expect(f, &b[t]);
+            assert_int_equal(b[t].ngot, BIG_K);
+            for (int i = 0; i < BIG_K; i++) assert_int_equal(b[t].got[i], b[t].want[i]);
+        }
+    }
+    free(items), free(vecs), free(texts), free(out);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -236,6 +339,7 @@ int main(void)
         T(test_reused_rowid_does_not_inherit),
         T(test_many_rows_grow_the_table),
         T(test_out_of_order_applies_keep_seq_order),
+        T(test_large_scan_shared_with_helper),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
