@@ -26,6 +26,7 @@
 #        is reported)  BENCH_CONC="10 50 100 200"  BENCH_PIPELINE=128
 #        BENCH_STARTUP_ROWS=1000000 BENCH_STARTUP_REPEAT=5
 #        BENCH_PHASES=table,stores,knn,peer,startup (any subset)
+#        BENCH_SERVER_FLAGS="--workers 16" (extra persona-mcp flags for phases a-d)
 # exit:  0 all targets met, 1 a target missed or a run failed, 2 setup failure.
 # Targets (issue 3, "on this machine"): single store p50 < 0.5 ms; >= 10,000 stores/s
 # pipelined; batch >= 100,000 records/s; filtered top-10 at 10k rows p50 < 0.5 ms with
