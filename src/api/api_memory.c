@@ -197,9 +197,11 @@ int api_memory_store(rpc_call *c)
     float *vec;
     if (target_persona(c, pid, sizeof pid) < 0 || read_item(c, &it, pid, &vec) < 0) return -1;
     mem_err e = {0};
-    store_answer *s = malloc(sizeof *s);
-    if (!s) abort();
-    if ((s->d = rpc_defer(c, true, c->req_id))) {
+    rpc_deferred *d = rpc_defer(c, true, c->req_id);
+    if (d) {
+        store_answer *s = malloc(sizeof *s);
+        if (!s) abort();
+        s->d = d;
         s->app = c->app;
         snprintf(s->pid, sizeof s->pid, "%s", pid);
         if (mem_add_async(c->app->memory, &it, 1, store_answered, s, &e) < 0) {
@@ -209,7 +211,6 @@ int api_memory_store(rpc_call *c)
         }
         return 0;
     }
-    free(s);
     mem_added out;
     if (mem_add(c->app->memory, &it, 1, &out, &e) < 0) return mem_error(c, &e);
     if (!out.duplicate) app_changed(c->app, APP_CHANGED_MEMORIES, pid);

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Random UUID version 4 text, 36 characters + NUL (getrandom). */
 void util_uuid4(char out[40]);
@@ -14,5 +15,8 @@ void util_uuid4(char out[40]);
 void util_iso_time(double epoch, char out[40], bool z);
 /* 64-bit FNV-1a of n bytes. */
 uint64_t util_hash64(const void *data, size_t n);
+/* The CLOCK_REALTIME time us microseconds from now: the deadline that
+ * pthread_cond_timedwait takes on a default condition variable. */
+struct timespec util_realtime_in(uint64_t us);
 
 #endif

@@ -27,6 +27,7 @@
 
 #include "app/app.h"
 #include "lib/log.h"
+#include "lib/util.h"
 #include "memory/mem_internal.h"
 
 #define MEM_ACCESS_FLUSH_ROWS 4096
@@ -199,11 +200,7 @@ static void *timer_main(void *arg)
     mem_access *x = arg;
     pthread_mutex_lock(&x->mu);
     while (!x->quit) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long ns = ts.tv_nsec + (long)(x->flush_ms % 1000) * 1000000L;
-        ts.tv_sec += x->flush_ms / 1000 + ns / 1000000000L;
-        ts.tv_nsec = ns % 1000000000L;
+        struct timespec ts = util_realtime_in((uint64_t)x->flush_ms * 1000u);
         while (!x->quit && pthread_cond_timedwait(&x->cv, &x->mu, &ts) == 0) {
         }
         if (x->quit) break;

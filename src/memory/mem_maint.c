@@ -566,9 +566,8 @@ static void *decay_main(void *arg)
     mem_store *m = arg;
     pthread_mutex_lock(&m->decay_mu);
     while (!m->decay_quit) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)(m->cfg.decay.interval_hours * 3600.0);
+        struct timespec ts =
+            util_realtime_in((uint64_t)(m->cfg.decay.interval_hours * 3600.0 * 1e6));
         while (!m->decay_quit && pthread_cond_timedwait(&m->decay_cv, &m->decay_mu, &ts) == 0) {
         }
         if (m->decay_quit) break;

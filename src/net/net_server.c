@@ -532,13 +532,18 @@ static void fly(net_conn *c, net_job *j)
 
 /* May this message start now, beside the flights of c? (Parse errors and
  * anything else wait for their turn, so answers stay in order.) */
-static bool can_fly(net_conn *c, const char *data, size_t len, size_t cap)
+static bool is_concurrent(net_conn *c, const char *data, size_t len, size_t cap)
 {
-    if (c->busy || c->pending_head || c->flying >= NET_FLY_MAX) return false;
     json_error err;
     jarena_reset(&S.scratch);
     jv *msg = json_parse(&S.scratch, data, len, cap, JSON_DEFAULT_MAX_DEPTH, &err);
     return msg && rpc_message_concurrent(c->sess, msg);
+}
+
+static bool can_fly(net_conn *c, const char *data, size_t len, size_t cap)
+{
+    if (c->busy || c->pending_head || c->flying >= NET_FLY_MAX) return false;
+    return is_concurrent(c, data, len, cap);
 }
 
 /* Execute now if every method in it is inline; else hand to a worker. The
@@ -585,20 +590,12 @@ static void unthrottle(net_conn *c)
     }
 }
 
-static bool can_fly_pending(net_conn *c, net_job *j)
-{
-    json_error err;
-    jarena_reset(&S.scratch);
-    jv *msg =
-        json_parse(&S.scratch, j->raw, j->len, j->len + JSON_PADDING, JSON_DEFAULT_MAX_DEPTH, &err);
-    return msg && rpc_message_concurrent(c->sess, msg);
-}
-
 static void conn_drain_pending(net_conn *c)
 {
     while (!c->busy && c->pending_head) {
         net_job *j = c->pending_head;
-        if (c->flying && (!j->raw || c->flying >= NET_FLY_MAX || !can_fly_pending(c, j)))
+        if (c->flying && (!j->raw || c->flying >= NET_FLY_MAX ||
+                          !is_concurrent(c, j->raw, j->len, j->len + JSON_PADDING)))
             break; /* it waits for the flights to land */
         c->pending_head = j->next;
         if (!c->pending_head) c->pending_tail = NULL;

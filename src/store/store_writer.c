@@ -39,13 +39,13 @@
 #include "store/store.h"
 
 #include "lib/log.h"
+#include "lib/util.h"
 
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
-#include <time.h>
 
 /* Arrays, not macros: the statement cache is keyed by address, and each of
  * these must have exactly one. */
@@ -283,11 +283,7 @@ static void call_done(store_writer *w, int n)
 static void linger_locked(store_writer *w)
 {
     if (w->expected <= 0 || w->wait_us <= 0) return;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    long ns = ts.tv_nsec + (long)w->wait_us * 1000L;
-    ts.tv_sec += ns / 1000000000L;
-    ts.tv_nsec = ns % 1000000000L;
+    struct timespec ts = util_realtime_in((uint64_t)w->wait_us);
     while (w->expected > 0 && !w->stopping && w->depth < (uint64_t)w->max_batch)
         if (pthread_cond_timedwait(&w->work, &w->mu, &ts) == ETIMEDOUT) break;
 }
