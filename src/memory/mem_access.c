@@ -206,6 +206,7 @@ static void *timer_main(void *arg)
         if (x->quit) break;
         pthread_mutex_unlock(&x->mu);
         flush_async(x);
+        mem_fts_tick(x->m); /* the same timer keeps the full-text index current */
         pthread_mutex_lock(&x->mu);
     }
     pthread_mutex_unlock(&x->mu);

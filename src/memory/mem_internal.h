@@ -75,6 +75,8 @@ struct mem_store {
     bool decay_running, decay_quit;
     struct mem_access *access; /* search hits waiting to be written (mem_access.c) */
     struct mem_split *split;   /* helper thread for large scans (mem_split.c); may be NULL */
+    atomic_size_t fts_pending; /* rows queued for FTS5 since the last flush (a hint) */
+    atomic_bool fts_flushing;  /* an asynchronous FTS flush is queued or running */
 };
 
 /* mem_coll.c */
@@ -116,6 +118,18 @@ void mem_maint_free(mem_store *m);
 typedef struct mem_access mem_access;
 void mem_access_open(mem_store *m, int flush_ms);
 void mem_access_close(mem_store *m); /* flushes what is left */
+
+/* mem_fts.c: deferred full-text indexing (see schema v5). The writer
+ * indexes memories_fts_pending in bulk: mem_fts_added() counts committed
+ * rows and queues a flush at MEM_FTS_BATCH of them, mem_fts_tick() (the
+ * access timer) queues one when any are counted, mem_fts_sync() makes the
+ * index complete before an FTS query (sc: the caller's read connection,
+ * outside a transaction), mem_fts_close() flushes what is left. */
+#define MEM_FTS_BATCH 1024
+void mem_fts_added(mem_store *m, size_t n);
+void mem_fts_tick(mem_store *m);
+int mem_fts_sync(mem_store *m, store_conn *sc);
+void mem_fts_close(mem_store *m);
 
 /* mem_split.c: fill scores[0, n) like mem_half_scores(), the work shared
  * with a helper thread when the collection is large and the helper free.

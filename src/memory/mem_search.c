@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "app/app.h"
+#include "lib/log.h"
 #include "memory/mem_internal.h"
 #include "memory/mem_scan.h"
 
@@ -269,6 +270,8 @@ int mem_search(mem_store *m, const mem_query *q, jarena *a, mem_row **rows, size
             uint8_t *keep =
                 build_mask(m, c, q->min_importance, q->memory_type, q->vis_mask, a, &none);
             store_conn *sc = none ? NULL : store_pool_get(m->st);
+            if (sc && mem_fts_sync(m, sc) != SQLITE_OK) /* vector ranking alone, then */
+                log_warn("full-text index not brought up to date", "persona=\"%s\"", c->persona_id);
             if (sc) {
                 nc = fuse_bm25(c, sc, q->text, qv, keep, cands, nc, cap * 2, a);
                 store_pool_put(m->st, sc);

@@ -60,6 +60,9 @@ int mem_open(mem_store **out, store *st, const mem_config *cfg, char *err, size_
     pthread_cond_init(&m->decay_cv, NULL);
     mem_access_open(m, cfg->access_flush_ms);
     m->split = mem_split_start();
+    atomic_init(&m->fts_pending,
+                1); /* rows queued by an earlier run are indexed at the first tick */
+    atomic_init(&m->fts_flushing, false);
     *out = m;
     if (cfg->decay_autostart) mem_decay_start(m);
     return 0;
@@ -70,6 +73,7 @@ void mem_close(mem_store *m)
     if (!m) return;
     mem_decay_stop(m);
     mem_access_close(m);
+    mem_fts_close(m);
     mem_split_stop(m->split);
     coll_free_all(m);
     mem_maint_free(m);
@@ -101,6 +105,7 @@ void mem_forget_all(mem_store *m)
     /* Collections live until mem_close, so the pointers stay valid after
      * map_mu is released; each is forgotten under its own lock only. */
     mem_access_discard(m); /* their rowids may now name other rows */
+    mem_fts_added(m, 1);   /* the rows written under us were queued for indexing */
     pthread_mutex_lock(&m->map_mu);
     size_t n = 0;
     for (int b = 0; b < MEM_MAP_BUCKETS; b++)
@@ -278,16 +283,28 @@ static int insert_one(store_conn *c, add_plan *p)
     return SQLITE_OK;
 }
 
+/* The collection check reads one row per persona: a batch (all one persona,
+ * as a rule) checks it once; same model and dimension -> same answer. */
+static bool same_collection(const add_plan *a, const add_plan *b)
+{
+    return b && a->dim == b->dim && strcmp(a->model, b->model) == 0 &&
+           strcmp(a->it->persona_id, b->it->persona_id) == 0;
+}
+
 static int add_fn(store_conn *c, void *ctx)
 {
     add_job *j = ctx;
+    const add_plan *checked = NULL;
     for (size_t i = 0; i < j->n; i++) {
         add_plan *p = &j->plans[i];
         mem_added *o = &j->out[i];
         memset(o, 0, sizeof *o);
         o->importance = p->importance;
         int rc = find_dup(c, p, o);
-        if (rc == SQLITE_OK && !o->duplicate) rc = check_collection(c, p, j->e);
+        if (rc == SQLITE_OK && !o->duplicate && !same_collection(p, checked)) {
+            rc = check_collection(c, p, j->e);
+            checked = p;
+        }
         if (rc == SQLITE_OK && !o->duplicate) {
             rc = insert_one(c, p);
             memcpy(o->id, p->id, sizeof o->id);
@@ -372,12 +389,15 @@ static int add_finish(mem_store *m, int src, const add_plan *plans, size_t n, co
         if (!e->code) mem_fail(e, -32002, "storing memory failed (SQLite error %d)", src);
         return -1;
     }
+    size_t added = 0;
     for (size_t i = 0; i < n; i++) {
         const add_plan *p = &plans[i];
-        if (!out[i].duplicate)
-            coll_apply_insert(m, p->coll, p->seq, p->vec, p->dim, p->model, p->importance,
-                              p->it->memory_type, mem_vis_code(p->it->visibility), p->created);
+        if (out[i].duplicate) continue;
+        coll_apply_insert(m, p->coll, p->seq, p->vec, p->dim, p->model, p->importance,
+                          p->it->memory_type, mem_vis_code(p->it->visibility), p->created);
+        added++;
     }
+    mem_fts_added(m, added);
     return 0;
 }
 
@@ -591,10 +611,13 @@ int mem_update(mem_store *m, const char *id, const mem_patch *p, char *persona_o
         result = mem_fail(e, -32002, "updating memory failed (SQLite error %d)", rc);
     else if (!j.found)
         result = 1;
-    else if (snprintf(persona_out, n, "%s", j.persona) >= 0)
+    else {
+        snprintf(persona_out, n, "%s", j.persona);
         coll_apply_update(m, coll_get(m, j.persona), j.seq,
                           p->set_importance ? p->importance : j.importance, p->memory_type,
                           p->visibility ? mem_vis_code(p->visibility) : -1, j.vec);
+        mem_fts_added(m, p->content ? 1 : 0); /* new content is queued for indexing */
+    }
     jarena_free(&a);
     return result;
 }

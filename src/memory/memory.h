@@ -109,6 +109,10 @@ void mem_forget_all(mem_store *m);
 /* Write the search hits counted in RAM (accessed_count, last_accessed) to
  * SQLite now; returns once committed. Blocks: workers only. */
 void mem_access_flush(mem_store *m);
+/* Index every memory still queued for full-text indexing (committed rows
+ * are indexed in bulk, shortly after their commit; hybrid search calls
+ * this itself). Blocks on the writer. Returns 0, or -1 if SQLite failed. */
+int mem_fts_flush(mem_store *m);
 /* Drop the hits counted in RAM without writing them (state import). */
 void mem_access_discard(mem_store *m);
 

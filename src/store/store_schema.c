@@ -232,5 +232,36 @@ static const char schema_v4[] =
     "  DELETE FROM emotional_states WHERE persona_id = old.id;"
     "END;";
 
-const char *const store_migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4};
+/* Version 5: full-text indexing leaves the commit path. An insert (or a
+ * content update) now only queues the row's seq in memories_fts_pending, a
+ * plain append; src/memory/mem_fts.c indexes the queue in bulk on the writer
+ * thread (every 1,024 rows, on the access-flush timer, and before any FTS
+ * query), where FTS5 costs ~6 us a row instead of ~40 us for one row per
+ * trigger. A row still queued was never indexed, so deleting or changing it
+ * must not issue FTS5's 'delete' (that would corrupt the index); the
+ * triggers tell the two cases apart. The name starts with "memories_fts_",
+ * so state files skip the queue like the index's own shadow tables; the
+ * import's inserts queue their rows again. */
+static const char schema_v5[] =
+    "CREATE TABLE memories_fts_pending (seq INTEGER PRIMARY KEY);"
+    "DROP TRIGGER memories_ai;"
+    "DROP TRIGGER memories_ad;"
+    "DROP TRIGGER memories_au;"
+    "CREATE TRIGGER memories_ai AFTER INSERT ON memories BEGIN"
+    "  INSERT OR IGNORE INTO memories_fts_pending (seq) VALUES (new.seq);"
+    "END;"
+    "CREATE TRIGGER memories_ad AFTER DELETE ON memories BEGIN"
+    "  INSERT INTO memories_fts (memories_fts, rowid, content)"
+    "    SELECT 'delete', old.seq, old.content"
+    "    WHERE NOT EXISTS (SELECT 1 FROM memories_fts_pending WHERE seq = old.seq);"
+    "  DELETE FROM memories_fts_pending WHERE seq = old.seq;"
+    "END;"
+    "CREATE TRIGGER memories_au AFTER UPDATE OF content ON memories BEGIN"
+    "  INSERT INTO memories_fts (memories_fts, rowid, content)"
+    "    SELECT 'delete', old.seq, old.content"
+    "    WHERE NOT EXISTS (SELECT 1 FROM memories_fts_pending WHERE seq = old.seq);"
+    "  INSERT OR IGNORE INTO memories_fts_pending (seq) VALUES (new.seq);"
+    "END;";
+
+const char *const store_migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
 const int store_schema_version = (int)(sizeof store_migrations / sizeof store_migrations[0]);

@@ -3,7 +3,8 @@
  * counted in RAM and written in batches (src/memory/mem_access.c), and
  * collections kept in seq order when commits are applied out of order
  * (src/memory/mem_coll.c), and the scan of a large collection shared with
- * the helper thread (src/memory/mem_split.c) answering like the float32 scan.
+ * the helper thread (src/memory/mem_split.c) answering like the float32 scan,
+ * and full-text indexing deferred to bulk flushes (src/memory/mem_fts.c).
  *
  * A real store on a temporary file and a real mem_store with a flush
  * interval of an hour, so nothing is written by the timer during a test:
@@ -329,6 +330,163 @@ static void test_large_scan_shared_with_helper(void **state)
     free(items), free(vecs), free(texts), free(out);
 }
 
+/* ---- deferred full-text indexing (src/memory/mem_fts.c, schema v5) -------- */
+
+/* One integer from a query on a separate connection. */
+static long long db_int(fx *f, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *q;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    long long v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
+}
+
+static long long pending(fx *f)
+{
+    return db_int(f, "SELECT count(*) FROM memories_fts_pending");
+}
+
+static long long matches(fx *f, const char *word)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH '%s'",
+             word);
+    return db_int(f, sql);
+}
+
+/* FTS5's own check of the index against the memories table. */
+static void assert_fts_consistent(fx *f)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    int rc = sqlite3_exec(db,
+                          "INSERT INTO memories_fts (memories_fts, rank)"
+                          " VALUES ('integrity-check', 1)",
+                          NULL, NULL, NULL);
+    if (rc != SQLITE_OK) fail_msg("FTS integrity-check: %s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+static void patch_content(fx *f, const char *id, const char *text)
+{
+    mem_patch p = {.content = text};
+    mem_err e;
+    char pid[64];
+    assert_int_equal(mem_update(f->m, id, &p, pid, sizeof pid, &e), 0);
+}
+
+static void test_fts_rows_queued_then_indexed(void **state)
+{
+    fx *f = *state;
+    char a[40], b[40], c[40], d[40];
+    add(f, "the lighthouse keeper sings at dawn", a);
+    add(f, "a recipe for plum cake with cinnamon", b);
+    add(f, "an old dragon song", c);
+    assert_int_equal(pending(f), 3); /* committed, queued, not yet indexed */
+    assert_int_equal(matches(f, "lighthouse"), 0);
+    mem_err e;
+    char pid[64];
+    assert_int_equal(mem_delete(f->m, b, pid, sizeof pid, &e), 0); /* a queued row */
+    assert_int_equal(pending(f), 2);
+    assert_int_equal(mem_fts_flush(f->m), 0);
+    assert_int_equal(pending(f), 0);
+    assert_int_equal(matches(f, "lighthouse"), 1);
+    assert_int_equal(matches(f, "plum"), 0);
+    assert_fts_consistent(f);
+    /* An indexed row: its old words leave the index at once, its new ones
+     * are queued. */
+    patch_content(f, a, "a quiet harbour at night");
+    assert_int_equal(matches(f, "lighthouse"), 0);
+    assert_int_equal(pending(f), 1);
+    assert_int_equal(mem_delete(f->m, c, pid, sizeof pid, &e), 0); /* an indexed row */
+    assert_int_equal(matches(f, "dragon"), 0);
+    /* A queued row changed before it was indexed. */
+    add(f, "practice the violin daily", d);
+    patch_content(f, d, "practice the cello daily");
+    assert_int_equal(mem_fts_flush(f->m), 0);
+    assert_int_equal(matches(f, "harbour"), 1);
+    assert_int_equal(matches(f, "violin"), 0);
+    assert_int_equal(matches(f, "cello"), 1);
+    assert_fts_consistent(f);
+}
+
+static void test_fts_hybrid_search_indexes_first(void **state)
+{
+    fx *f = *state;
+    char a[40];
+    add(f, "the lighthouse keeper sings at dawn", a);
+    assert_int_equal(pending(f), 1);
+    mem_query q = {.persona_id = "aria", .text = "lighthouse", .k = 5, .hybrid = true};
+    jarena ar;
+    jarena_init(&ar);
+    mem_row *rows;
+    size_t n = 0;
+    mem_err e;
+    assert_int_equal(mem_search(f->m, &q, &ar, &rows, &n, &e), 0);
+    assert_int_equal(n, 1);
+    jarena_free(&ar);
+    assert_int_equal(pending(f), 0); /* BM25 saw the row */
+    assert_int_equal(matches(f, "lighthouse"), 1);
+}
+
+static void test_fts_batch_indexes_itself(void **state)
+{
+    fx *f = *state;
+    enum { N = MEM_FTS_BATCH };
+    mem_item *items = calloc(N, sizeof *items);
+    char(*texts)[64] = calloc(N, sizeof *texts);
+    mem_added *out = calloc(N, sizeof *out);
+    assert_non_null(items);
+    assert_non_null(texts);
+    assert_non_null(out);
+    for (int i = 0; i < N; i++) {
+        snprintf(texts[i], sizeof texts[i], "batch memory %d about kestrels", i);
+        items[i] = (mem_item){.persona_id = "aria",
+                              .content = texts[i],
+                              .memory_type = "user_input",
+                              .importance = 0.5,
+                              .related_json = "[]",
+                              .visibility = "private",
+                              .metadata_json = "{}"};
+    }
+    mem_err e;
+    assert_int_equal(mem_add(f->m, items, N, out, &e), 0);
+    for (int i = 0; i < 500 && pending(f) > 0; i++) usleep(10000);
+    assert_int_equal(pending(f), 0); /* no query, no timer: the count did it */
+    assert_int_equal(matches(f, "kestrels"), N);
+    free(items);
+    free(texts);
+    free(out);
+}
+
+static void test_fts_timer_and_close_index(void **state)
+{
+    fx *f = *state;
+    mem_close(f->m);
+    mem_config c;
+    mem_config_default(&c);
+    c.access_flush_ms = 50;
+    char err[256], a[40], b[40];
+    assert_int_equal(mem_open(&f->m, f->st, &c, err, sizeof err), 0);
+    add(f, "the lighthouse keeper sings at dawn", a);
+    for (int i = 0; i < 300 && pending(f) > 0; i++) usleep(10000);
+    assert_int_equal(pending(f), 0); /* the timer indexed it */
+    mem_close(f->m);
+    open_mem(f); /* the hour-long timer again */
+    add(f, "a recipe for plum cake with cinnamon", b);
+    assert_int_equal(pending(f), 1);
+    mem_close(f->m);
+    assert_int_equal(pending(f), 0); /* close indexed it */
+    assert_int_equal(matches(f, "plum"), 1);
+    open_mem(f); /* for the teardown */
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -340,6 +498,10 @@ int main(void)
         T(test_many_rows_grow_the_table),
         T(test_out_of_order_applies_keep_seq_order),
         T(test_large_scan_shared_with_helper),
+        T(test_fts_rows_queued_then_indexed),
+        T(test_fts_hybrid_search_indexes_first),
+        T(test_fts_batch_indexes_itself),
+        T(test_fts_timer_and_close_index),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

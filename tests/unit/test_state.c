@@ -335,6 +335,7 @@ static void compare_all(side *x, side *y, int *ntables)
 
 static int64_t fts_hits(side *s, const char *match)
 {
+    assert_int_equal(mem_fts_flush(s->mem), 0); /* rows are indexed in bulk after commit */
     store_conn *c = store_pool_get(s->st);
     sqlite3_stmt *q = NULL;
     assert_int_equal(sqlite3_prepare_v2(store_conn_db(c),

@@ -379,6 +379,54 @@ static void test_newer_schema_refused(void **state)
     assert_int_equal(get_user_version(f->path), store_schema_version + 1);
 }
 
+/* A version-4 database (FTS5 kept by per-row triggers) is migrated: its
+ * index stays valid, deletes keep it consistent, and new rows are queued
+ * for bulk indexing (schema v5, src/memory/mem_fts.c). */
+static int exec_fn(store_conn *c, void *ctx)
+{
+    return sqlite3_exec(store_conn_db(c), ctx, NULL, NULL, NULL);
+}
+
+static void test_v4_fts_triggers_migrate(void **state)
+{
+    fx *f = *state;
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    for (int v = 0; v < 4; v++)
+        assert_int_equal(sqlite3_exec(db, store_migrations[v], NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "PRAGMA user_version = 4;"
+                                  "INSERT INTO memories (id, persona_id, content, content_hash,"
+                                  " memory_type, importance, base_importance, created_at,"
+                                  " embedding) VALUES ('m1', 'p', 'the lighthouse keeper', 1,"
+                                  " 't', 0.5, 0.5, 0, x'0000803f'),"
+                                  " ('m2', 'p', 'plum cake', 2, 't', 0.5, 0.5, 0, x'0000803f')",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    store *s = open_default(f);
+    assert_int_equal(query_int(s, "PRAGMA user_version"), store_schema_version);
+    assert_int_equal(query_int(s, "SELECT count(*) FROM memories_fts_pending"), 0);
+    assert_int_equal(query_int(s, "SELECT count(*) FROM memories_fts WHERE memories_fts"
+                                  " MATCH 'lighthouse'"),
+                     1);
+    assert_int_equal(store_write(s, exec_fn, "DELETE FROM memories WHERE id = 'm1'"), SQLITE_OK);
+    assert_int_equal(query_int(s, "SELECT count(*) FROM memories_fts WHERE memories_fts"
+                                  " MATCH 'lighthouse'"),
+                     0);
+    assert_int_equal(store_write(s, exec_fn,
+                                 "INSERT INTO memories (id, persona_id, content, content_hash,"
+                                 " memory_type, importance, base_importance, created_at,"
+                                 " embedding) VALUES ('m3', 'p', 'dragon song', 3, 't', 0.5,"
+                                 " 0.5, 0, x'0000803f')"),
+                     SQLITE_OK);
+    assert_int_equal(query_int(s, "SELECT count(*) FROM memories_fts_pending"), 1);
+    assert_int_equal(store_write(s, exec_fn,
+                                 "INSERT INTO memories_fts (memories_fts, rank)"
+                                 " VALUES ('integrity-check', 0)"),
+                     SQLITE_OK);
+}
+
 static void test_bad_options_refused(void **state)
 {
     fx *f = *state;
@@ -895,6 +943,7 @@ int main(void)
         T(test_reopen_does_not_reseed),
         T(test_deleted_default_stays_deleted),
         T(test_newer_schema_refused),
+        T(test_v4_fts_triggers_migrate),
         T(test_bad_options_refused),
         T(test_now_iso),
         T(test_write_commits),
