@@ -20,11 +20,19 @@
  * ratio counts ASCII capitals over code points (UTF-8 continuation bytes are
  * not counted) and the word count splits on ASCII white space only.
  *
+ * The text is read once (text_scan): at each word start, only the keywords
+ * beginning with that letter are tried (a per-letter index of every fixed
+ * keyword table, built once). Whole-word counts keep their non-overlapping,
+ * leftmost-first meaning with a per-keyword "next allowed position". The
+ * persona topics, few and per request, are matched with has_word_start.
+ *
  * Score = clamp(min, max, (base + we*E + wc*C + ws*Is + wl*Il + wg*G + wr*R
  * + wt*T) * type multiplier); T (recency) is 1.0 as in the original.
  */
 #include "memory/mem_score.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -77,42 +85,6 @@ static int has_word_start(const char *text, const char *p)
     return 0;
 }
 
-/* Non-overlapping whole-word occurrences of p in t. */
-static int count_whole(const char *text, const char *p)
-{
-    const unsigned char *t = (const unsigned char *)text;
-    const int c0 = (unsigned char)p[0];
-    int n = 0;
-    for (size_t i = 0; t[i];) {
-        size_t len = fold(t[i]) == c0 && at_word_start(t, i) ? match_at(t + i, p) : 0;
-        if (len && !is_wbyte(t[i + len])) {
-            n++;
-            i += len;
-        } else {
-            i++;
-        }
-    }
-    return n;
-}
-
-static int count_byte(const char *t, char c)
-{
-    int n = 0;
-    for (; *t; t++) n += *t == c;
-    return n;
-}
-
-static int count_words(const char *text)
-{
-    int n = 0, in = 0;
-    for (const char *t = text; *t; t++) {
-        int space = *t == ' ' || (*t >= '\t' && *t <= '\r');
-        if (!space && !in) n++;
-        in = !space;
-    }
-    return n;
-}
-
 static double max_d(double a, double b)
 {
     return a > b ? a : b;
@@ -123,20 +95,18 @@ static double clamp(double lo, double hi, double x)
     return x < lo ? lo : (x > hi ? hi : x);
 }
 
-static double group_max(const char *text, const phrase_group *g, size_t n)
-{
-    double best = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        if (g[i].weight <= best) continue;
-        for (const char *const *p = g[i].phrases; *p; p++) {
-            if (count_whole(text, *p)) {
-                best = g[i].weight;
-                break;
-            }
-        }
-    }
-    return best;
-}
+/* Everything the fixed keyword tables and the counters say about one text,
+ * from one pass (scan_text, after the tables). */
+typedef struct text_scan {
+    double emotion;       /* best weight of an emotion keyword at a word start */
+    double context;       /* best weight of a context group with a whole-word hit */
+    int asks, opinions;   /* non-overlapping whole-word occurrences */
+    int bangs, questions; /* '!' and '?' */
+    int words;            /* runs of non-white-space */
+    size_t upper, chars;  /* ASCII capitals; code points */
+} text_scan;
+
+static void scan_text(const char *text, text_scan *out);
 
 /* ---- E: emotional intensity ---------------------------------------------- */
 
@@ -155,27 +125,25 @@ static double exclamation_level(int bangs)
     return bangs >= 3 ? 0.8 : bangs == 2 ? 0.6 : bangs == 1 ? 0.4 : 0.0;
 }
 
-static double caps_level(const char *text)
+static double caps_level(const text_scan *sc)
 {
-    size_t upper = 0, chars = 0;
-    for (const unsigned char *t = (const unsigned char *)text; *t; t++) {
-        chars += (*t & 0xC0) != 0x80;
-        upper += *t >= 'A' && *t <= 'Z';
-    }
-    if (chars == 0) return 0.0;
-    double r = (double)upper / (double)chars;
+    if (sc->chars == 0) return 0.0;
+    double r = (double)sc->upper / (double)sc->chars;
     return r > 0.3 ? 0.7 : r > 0.1 ? 0.4 : 0.0;
+}
+
+static double emotional_of(const text_scan *sc)
+{
+    double e = max_d(sc->emotion, exclamation_level(sc->bangs));
+    return max_d(e, caps_level(sc));
 }
 
 double mem_score_emotional(const char *text)
 {
     if (!text) return 0.0;
-    double e = 0.0;
-    for (size_t i = 0; i < sizeof k_emotion / sizeof k_emotion[0]; i++)
-        if (k_emotion[i].weight > e && has_word_start(text, k_emotion[i].word))
-            e = k_emotion[i].weight;
-    e = max_d(e, exclamation_level(count_byte(text, '!')));
-    return max_d(e, caps_level(text));
+    text_scan sc;
+    scan_text(text, &sc);
+    return emotional_of(&sc);
 }
 
 /* ---- C: context significance --------------------------------------------- */
@@ -220,11 +188,18 @@ static double context_object_level(const mem_score_ctx *ctx)
     return c;
 }
 
-double mem_score_context(const char *text, const mem_score_ctx *ctx)
+static double context_of(const text_scan *sc, const mem_score_ctx *ctx)
 {
-    double c = text ? group_max(text, k_context, sizeof k_context / sizeof k_context[0]) : 0.0;
+    double c = sc ? sc->context : 0.0;
     if (ctx && ctx->has_context) c = max_d(c, context_object_level(ctx));
     return c;
+}
+
+double mem_score_context(const char *text, const mem_score_ctx *ctx)
+{
+    text_scan sc;
+    if (text) scan_text(text, &sc);
+    return context_of(text ? &sc : NULL, ctx);
 }
 
 /* ---- Is / Il: interest of a persona -------------------------------------- */
@@ -259,13 +234,6 @@ static const char *const k_ask[] = {"tell me", "explain", "describe", "how", "wh
 static const char *const k_opinion[] = {"agree",   "disagree", "think", "feel",
                                         "believe", "opinion",  NULL};
 
-static int count_all(const char *text, const char *const *list)
-{
-    int n = 0;
-    for (; *list; list++) n += count_whole(text, *list);
-    return n;
-}
-
 static double length_bonus(int words)
 {
     return words >= 50 ? 0.3 : words >= 20 ? 0.2 : words >= 10 ? 0.1 : 0.0;
@@ -280,16 +248,118 @@ static double turn_bonus(const mem_score_ctx *ctx)
     return b;
 }
 
-double mem_score_engagement(const char *text, const mem_score_ctx *ctx)
+static double engagement_of(const text_scan *sc, const mem_score_ctx *ctx)
 {
     double g = 0.0;
-    if (text) {
-        g += 0.1 * count_byte(text, '?') + 0.05 * count_byte(text, '!');
-        g += 0.15 * count_all(text, k_ask) + 0.1 * count_all(text, k_opinion);
-        g += length_bonus(count_words(text));
+    if (sc) {
+        g += 0.1 * sc->questions + 0.05 * sc->bangs;
+        g += 0.15 * sc->asks + 0.1 * sc->opinions;
+        g += length_bonus(sc->words);
     }
     g += turn_bonus(ctx);
     return g < 1.0 ? g : 1.0;
+}
+
+double mem_score_engagement(const char *text, const mem_score_ctx *ctx)
+{
+    text_scan sc;
+    if (text) scan_text(text, &sc);
+    return engagement_of(text ? &sc : NULL, ctx);
+}
+
+/* ---- the one pass ---------------------------------------------------------- */
+
+enum { KW_EMOTION, KW_CONTEXT, KW_ASK, KW_OPINION };
+
+typedef struct keyword {
+    const char *phrase;
+    unsigned char kind;
+    double weight; /* emotion: its own; context: its group's */
+} keyword;
+
+#define KW_MAX 128
+
+/* Every fixed keyword, and per first letter the list of those starting with
+ * it (indices into kw). Built once; read-only afterwards. */
+static struct {
+    keyword kw[KW_MAX];
+    int nkw;
+    unsigned char first[KW_MAX]; /* per letter, in kw order: */
+    int start[257];              /* bucket of letter c: by_letter[start[c] .. start[c+1]) */
+    unsigned char by_letter[KW_MAX];
+} g_kw;
+static pthread_once_t g_kw_once = PTHREAD_ONCE_INIT;
+
+static void kw_add(const char *phrase, int kind, double weight)
+{
+    if (g_kw.nkw == KW_MAX) abort(); /* raise KW_MAX with the tables */
+    g_kw.kw[g_kw.nkw] = (keyword){phrase, (unsigned char)kind, weight};
+    g_kw.first[g_kw.nkw++] = (unsigned char)phrase[0];
+}
+
+static void kw_add_list(const char *const *list, int kind, double weight)
+{
+    for (; *list; list++) kw_add(*list, kind, weight);
+}
+
+static void kw_build(void)
+{
+    for (size_t i = 0; i < sizeof k_emotion / sizeof k_emotion[0]; i++)
+        kw_add(k_emotion[i].word, KW_EMOTION, k_emotion[i].weight);
+    for (size_t i = 0; i < sizeof k_context / sizeof k_context[0]; i++)
+        kw_add_list(k_context[i].phrases, KW_CONTEXT, k_context[i].weight);
+    kw_add_list(k_ask, KW_ASK, 0);
+    kw_add_list(k_opinion, KW_OPINION, 0);
+    int count[256] = {0};
+    for (int i = 0; i < g_kw.nkw; i++) count[g_kw.first[i]]++;
+    for (int c = 0; c < 256; c++) g_kw.start[c + 1] = g_kw.start[c] + count[c];
+    int at[256];
+    memcpy(at, g_kw.start, sizeof at);
+    for (int i = 0; i < g_kw.nkw; i++) g_kw.by_letter[at[g_kw.first[i]]++] = (unsigned char)i;
+}
+
+/* The keywords that begin at word start i of t (first letter already known
+ * to be c). next[] holds, per keyword, the first position a new counted
+ * occurrence may start at (the end of the last one). */
+static void scan_word_start(const unsigned char *t, size_t i, int c, size_t *next, text_scan *out)
+{
+    for (int b = g_kw.start[c]; b < g_kw.start[c + 1]; b++) {
+        int k = g_kw.by_letter[b];
+        const keyword *kw = &g_kw.kw[k];
+        size_t len = match_at(t + i, kw->phrase);
+        if (!len) continue;
+        if (kw->kind == KW_EMOTION) {
+            out->emotion = max_d(out->emotion, kw->weight);
+            continue;
+        }
+        if (is_wbyte(t[i + len]) || i < next[k]) continue; /* not a whole word, or overlapping */
+        next[k] = i + len;
+        if (kw->kind == KW_CONTEXT) out->context = max_d(out->context, kw->weight);
+        out->asks += kw->kind == KW_ASK;
+        out->opinions += kw->kind == KW_OPINION;
+    }
+}
+
+static void scan_text(const char *text, text_scan *out)
+{
+    pthread_once(&g_kw_once, kw_build);
+    memset(out, 0, sizeof *out);
+    size_t next[KW_MAX] = {0};
+    const unsigned char *t = (const unsigned char *)text;
+    int prev_word = 0, in_word = 0;
+    for (size_t i = 0; t[i]; i++) {
+        unsigned char ch = t[i];
+        int c = fold(ch);
+        if (!prev_word && g_kw.start[c] != g_kw.start[c + 1]) scan_word_start(t, i, c, next, out);
+        prev_word = is_wbyte(ch);
+        int space = ch == ' ' || (ch >= '\t' && ch <= '\r');
+        out->words += !space && !in_word;
+        in_word = !space;
+        out->bangs += ch == '!';
+        out->questions += ch == '?';
+        out->chars += (ch & 0xC0) != 0x80;
+        out->upper += ch >= 'A' && ch <= 'Z';
+    }
 }
 
 /* ---- R, type multiplier, total -------------------------------------------- */
@@ -341,11 +411,13 @@ double mem_importance(const char *text, const mem_score_ctx *ctx, const mem_weig
     if (!text) text = "";
     const mem_interest *speaker = ctx ? ctx->speaker : NULL;
     const mem_interest *listener = ctx ? ctx->listener : NULL;
-    double s = w->base + w->emotional * mem_score_emotional(text);
-    s += w->context * mem_score_context(text, ctx);
+    text_scan sc;
+    scan_text(text, &sc);
+    double s = w->base + w->emotional * emotional_of(&sc);
+    s += w->context * context_of(&sc, ctx);
     s += w->speaker * mem_score_interest(text, speaker);
     s += w->listener * mem_score_interest(text, listener);
-    s += w->engagement * mem_score_engagement(text, ctx);
+    s += w->engagement * engagement_of(&sc, ctx);
     if (ctx && ctx->has_relationship && listener) s += w->relationship * relationship_level(ctx);
     s += w->recency * 1.0;
     if (w->apply_type_multiplier) s *= mem_type_multiplier(ctx ? ctx->memory_type : NULL);

@@ -488,6 +488,14 @@ static void test_score_engagement(void **state)
     assert_near(mem_score_engagement("tell me what you think", NULL), 0.4, 1e-12);
     assert_near(mem_score_engagement("somehow whatever", NULL), 0.0, 0);
     assert_near(mem_score_engagement("I disagree", NULL), 0.1, 1e-12);
+    /* One pass over the text: every occurrence counts, words sharing a first
+     * letter are told apart, and case, punctuation and word ends matter. */
+    assert_near(mem_score_engagement("how, HOW; how", NULL), 0.45, 1e-12);
+    assert_near(mem_score_engagement("tell me tell me", NULL), 0.3, 1e-12);
+    assert_near(mem_score_engagement("tell metell me", NULL), 0.0, 0);
+    assert_near(mem_score_engagement("why what when where", NULL), 0.6, 1e-12);
+    assert_near(mem_score_engagement("_how how_ 1how how1", NULL), 0.0, 0);
+    assert_near(mem_score_engagement("feel, think. agree", NULL), 0.3, 1e-12);
     assert_near(mem_score_engagement("a b c d e f g h i j", NULL), 0.1, 1e-12);
     assert_near(mem_score_engagement("????????????", NULL), 1.0, 0);
     char words[256] = "";
