@@ -77,6 +77,7 @@ struct mem_store {
     struct mem_split *split;   /* helper thread for large scans (mem_split.c); may be NULL */
     atomic_size_t fts_pending; /* rows queued for FTS5 since the last flush (a hint) */
     atomic_bool fts_flushing;  /* an asynchronous FTS flush is queued or running */
+    struct mem_dedup *dedup;   /* content hashes per persona; writer thread only */
 };
 
 /* mem_coll.c */
@@ -130,6 +131,13 @@ void mem_fts_added(mem_store *m, size_t n);
 void mem_fts_tick(mem_store *m);
 int mem_fts_sync(mem_store *m, store_conn *sc);
 void mem_fts_close(mem_store *m);
+
+/* mem_dedup.c (writer thread only, inside write jobs on its connection c):
+ * find sets out->duplicate, id and importance when the persona already has
+ * a memory with exactly this content; note records a row just written. */
+int mem_dedup_find(mem_store *m, store_conn *c, const char *persona, uint64_t hash,
+                   const char *content, mem_added *out);
+void mem_dedup_note(mem_store *m, const char *persona, uint64_t hash, int64_t seq);
 
 /* mem_split.c: fill scores[0, n) like mem_half_scores(), the work shared
  * with a helper thread when the collection is large and the helper free.

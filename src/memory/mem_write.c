@@ -73,7 +73,8 @@ void mem_close(mem_store *m)
     if (!m) return;
     mem_decay_stop(m);
     mem_access_close(m);
-    mem_fts_close(m);
+    mem_fts_close(m);   /* the writer is idle from here on: */
+    mem_dedup_reset(m); /* its tables can go */
     mem_split_stop(m->split);
     coll_free_all(m);
     mem_maint_free(m);
@@ -198,14 +199,13 @@ typedef struct add_plan {
 } add_plan;
 
 typedef struct add_job {
+    mem_store *m;
     add_plan *plans;
     size_t n;
     mem_added *out;
     mem_err *e;
 } add_job;
 
-static const char SQL_DUP[] = "SELECT id, importance FROM memories WHERE persona_id = ? AND"
-                              " content_hash = ? AND content = ?";
 static const char SQL_COLL_GET[] = "SELECT model, dim FROM memory_collections WHERE persona_id = ?";
 static const char SQL_COLL_PUT[] =
     "INSERT INTO memory_collections (persona_id, model, dim) VALUES (?, ?, ?)";
@@ -213,23 +213,6 @@ static const char SQL_INSERT[] =
     "INSERT INTO memories (id, persona_id, content, content_hash, memory_type, importance,"
     " base_importance, emotional_valence, related_personas, visibility, metadata, created_at,"
     " embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)";
-
-static int find_dup(store_conn *c, add_plan *p, mem_added *out)
-{
-    sqlite3_stmt *q = store_conn_stmt(c, SQL_DUP);
-    if (!q) return SQLITE_ERROR;
-    sqlite3_bind_text(q, 1, p->it->persona_id, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(q, 2, (sqlite3_int64)p->hash);
-    sqlite3_bind_text(q, 3, p->it->content, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
-        snprintf(out->id, sizeof out->id, "%s", (const char *)sqlite3_column_text(q, 0));
-        out->importance = sqlite3_column_double(q, 1); /* the stored memory's */
-        out->duplicate = true;
-    }
-    sqlite3_reset(q);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
 
 static int check_collection(store_conn *c, add_plan *p, mem_err *e)
 {
@@ -300,7 +283,7 @@ static int add_fn(store_conn *c, void *ctx)
         mem_added *o = &j->out[i];
         memset(o, 0, sizeof *o);
         o->importance = p->importance;
-        int rc = find_dup(c, p, o);
+        int rc = mem_dedup_find(j->m, c, p->it->persona_id, p->hash, p->it->content, o);
         if (rc == SQLITE_OK && !o->duplicate && !same_collection(p, checked)) {
             rc = check_collection(c, p, j->e);
             checked = p;
@@ -308,6 +291,7 @@ static int add_fn(store_conn *c, void *ctx)
         if (rc == SQLITE_OK && !o->duplicate) {
             rc = insert_one(c, p);
             memcpy(o->id, p->id, sizeof o->id);
+            if (rc == SQLITE_OK) mem_dedup_note(j->m, p->it->persona_id, p->hash, p->seq);
         }
         if (rc != SQLITE_OK) return rc;
     }
@@ -408,7 +392,7 @@ int mem_add(mem_store *m, const mem_item *items, size_t n, mem_added *out, mem_e
     add_plan *plans;
     int rc = plan_all(m, items, n, &plans, &a, e);
     if (rc == 0) {
-        add_job j = {.plans = plans, .n = n, .out = out, .e = e};
+        add_job j = {.m = m, .plans = plans, .n = n, .out = out, .e = e};
         rc = add_finish(m, store_write(m->st, add_fn, &j), plans, n, out, e);
     }
     jarena_free(&a);
@@ -484,7 +468,7 @@ int mem_add_async(mem_store *m, const mem_item *items, size_t n, mem_add_done do
         return -1;
     }
     x->out = jarena_alloc(&x->a, sizeof *x->out * (n ? n : 1));
-    x->job = (add_job){.plans = plans, .n = n, .out = x->out, .e = &x->e};
+    x->job = (add_job){.m = m, .plans = plans, .n = n, .out = x->out, .e = &x->e};
     x->done = done;
     x->ctx = ctx;
     store_submit_expected(m->st, add_async_fn, add_async_done, x);
@@ -494,6 +478,7 @@ int mem_add_async(mem_store *m, const mem_item *items, size_t n, mem_add_done do
 /* ---- update and delete ----------------------------------------------------- */
 
 typedef struct upd_job {
+    mem_store *m;
     const char *id;
     const mem_patch *p;
     const float *vec; /* new embedding when content changed */
@@ -552,8 +537,8 @@ static int update_fn(store_conn *c, void *ctx)
     if (!q) return SQLITE_ERROR;
     sqlite3_bind_int64(q, 1, j->seq);
     bind_text_or_null(q, 2, p->content);
-    if (p->content)
-        sqlite3_bind_int64(q, 3, (sqlite3_int64)util_hash64(p->content, strlen(p->content)));
+    uint64_t hash = p->content ? util_hash64(p->content, strlen(p->content)) : 0;
+    if (p->content) sqlite3_bind_int64(q, 3, (sqlite3_int64)hash);
     bind_text_or_null(q, 4, p->memory_type);
     if (p->set_importance) sqlite3_bind_double(q, 5, p->importance);
     bind_text_or_null(q, 6, p->visibility);
@@ -563,6 +548,7 @@ static int update_fn(store_conn *c, void *ctx)
         sqlite3_bind_blob(q, 9, j->vec, (int)(sizeof(float) * (size_t)j->dim), SQLITE_STATIC);
     rc = sqlite3_step(q);
     sqlite3_reset(q);
+    if (rc == SQLITE_DONE && p->content) mem_dedup_note(j->m, j->persona, hash, j->seq);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
@@ -584,7 +570,7 @@ int mem_update(mem_store *m, const char *id, const mem_patch *p, char *persona_o
                mem_err *e)
 {
     if (check_patch(p, e) < 0) return -1;
-    upd_job j = {.id = id, .p = p, .vis = -1};
+    upd_job j = {.m = m, .id = id, .p = p, .vis = -1};
     jarena a;
     jarena_init(&a);
     float *vec = NULL;

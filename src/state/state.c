@@ -396,6 +396,7 @@ typedef struct in_ctx {
     int last_table;
     sqlite3 *db; /* pass 2 */
     uint8_t *seen;
+    mem_store *mem; /* may be NULL */
 } in_ctx;
 
 static int bad(in_ctx *x, const char *what, const char *detail)
@@ -848,6 +849,7 @@ static int import_fn(store_conn *c, void *ctx)
 {
     in_ctx *x = ctx;
     x->db = store_conn_db(c);
+    mem_dedup_reset(x->mem); /* rows are about to be replaced behind mem_add */
     state_schema db;
     if (state_schema_read(c, &db, x->e) < 0) return SQLITE_ERROR;
     int rc = delete_all(x->db, &db, x->e);
@@ -881,6 +883,7 @@ int state_import(store *st, persona_reg *reg, mem_store *mem, const char *path, 
     in_ctx x;
     int rc = open_verified(&x, path, o, r, e);
     if (rc == 0) rc = check_against_db(st, &x);
+    x.mem = mem;
     if (rc == 0) {
         int src = store_write(st, import_fn, &x);
         if (src != SQLITE_OK && src != SQLITE_DONE) {

@@ -5,8 +5,9 @@
  * one fails:
  *   1. open the writer connection (READWRITE|CREATE|NOMUTEX) and apply the
  *      pragmas (store_connect): journal_mode=WAL, synchronous=NORMAL,
- *      cache_size=-10240, temp_store=MEMORY, mmap_size=256 MiB (writer only),
- *      foreign_keys=ON, plus sqlite3_busy_timeout();
+ *      cache_size=-10240, temp_store=MEMORY, mmap_size=256 MiB and
+ *      wal_autocheckpoint=4096 (writer only), foreign_keys=ON, plus
+ *      sqlite3_busy_timeout();
  *   2. migrate: read PRAGMA user_version, refuse a file newer than this build
  *      (an older binary must never write a schema it does not know), then run
  *      each missing script in its own BEGIN IMMEDIATE ... COMMIT together with
@@ -124,6 +125,14 @@ static int apply_pragmas(sqlite3 *db, int readonly, bool fresh, char *err, size_
         if (run_sql(db, conn_pragmas[i], NULL, 0) != SQLITE_OK)
             return fail(err, errlen, conn_pragmas[i], db);
     }
+    /* Checkpoint every 4,096 WAL pages (16 MiB at 4 KiB pages) instead of
+     * SQLite's 1,000: an index page changed by many commits in between is
+     * copied into the database once, and the checkpoint's fsync comes a
+     * quarter as often. Measured with the memory inserts: ~5% less CPU and
+     * ~20% less time per row. The cost: a WAL of up to 16 MiB to read back
+     * after a crash (a clean close checkpoints and removes it). */
+    if (!readonly && run_sql(db, "PRAGMA wal_autocheckpoint=4096", NULL, 0) != SQLITE_OK)
+        return fail(err, errlen, "PRAGMA wal_autocheckpoint", db);
     /* The original's 256 MiB mmap, on the writer only. Measured (docs/BENCHMARKS.md):
      * a reader's map is dropped and refaulted after every commit, which made a
      * top-10 search at 10k rows 2.8 ms instead of 0.85 ms; readers use pread. */

@@ -232,7 +232,12 @@ static const char schema_v4[] =
     "  DELETE FROM emotional_states WHERE persona_id = old.id;"
     "END;";
 
-/* Version 5: full-text indexing leaves the commit path. An insert (or a
+/* Version 5: two costs leave the commit path. The index on
+ * (persona_id, content_hash) goes: it put each new row at a random place,
+ * one more dirty page per stored memory; duplicates are now found through
+ * per-persona tables on the writer (src/memory/mem_dedup.c), loaded from
+ * memories_persona, which gains content_hash (still append-only). And
+ * full-text indexing leaves the commit path. An insert (or a
  * content update) now only queues the row's seq in memories_fts_pending, a
  * plain append; src/memory/mem_fts.c indexes the queue in bulk on the writer
  * thread (every 1,024 rows, on the access-flush timer, and before any FTS
@@ -243,6 +248,9 @@ static const char schema_v4[] =
  * so state files skip the queue like the index's own shadow tables; the
  * import's inserts queue their rows again. */
 static const char schema_v5[] =
+    "DROP INDEX memories_hash;"
+    "DROP INDEX memories_persona;"
+    "CREATE INDEX memories_persona ON memories (persona_id, seq, content_hash);"
     "CREATE TABLE memories_fts_pending (seq INTEGER PRIMARY KEY);"
     "DROP TRIGGER memories_ai;"
     "DROP TRIGGER memories_ad;"

@@ -4,7 +4,8 @@
  * collections kept in seq order when commits are applied out of order
  * (src/memory/mem_coll.c), and the scan of a large collection shared with
  * the helper thread (src/memory/mem_split.c) answering like the float32 scan,
- * and full-text indexing deferred to bulk flushes (src/memory/mem_fts.c).
+ * full-text indexing deferred to bulk flushes (src/memory/mem_fts.c), and
+ * duplicates found without a hash index (src/memory/mem_dedup.c).
  *
  * A real store on a temporary file and a real mem_store with a flush
  * interval of an hour, so nothing is written by the timer during a test:
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include "lib/json.h"
+#include "lib/util.h"
 #include "memory/mem_embed.h"
 #include "memory/mem_internal.h"
 #include "memory/mem_scan.h"
@@ -487,6 +489,107 @@ static void test_fts_timer_and_close_index(void **state)
     open_mem(f); /* for the teardown */
 }
 
+/* ---- duplicates without a hash index (src/memory/mem_dedup.c) ------------- */
+
+/* Store text for a persona; returns whether it was a duplicate, its id. */
+static bool add_for(fx *f, const char *persona, const char *text, char id[40])
+{
+    mem_item it = {.persona_id = persona,
+                   .content = text,
+                   .memory_type = "user_input",
+                   .importance = 0.5,
+                   .related_json = "[]",
+                   .visibility = "private",
+                   .metadata_json = "{}"};
+    mem_added out;
+    mem_err e;
+    assert_int_equal(mem_add(f->m, &it, 1, &out, &e), 0);
+    snprintf(id, 40, "%s", out.id);
+    return out.duplicate;
+}
+
+static void test_dedup_follows_deletes_updates_and_restarts(void **state)
+{
+    fx *f = *state;
+    char a[40], b[40], c[40], x[40];
+    assert_false(add_for(f, "aria", "the lighthouse keeper", a));
+    assert_true(add_for(f, "aria", "the lighthouse keeper", x));
+    assert_string_equal(x, a);
+    assert_false(add_for(f, "kira", "the lighthouse keeper", x)); /* per persona */
+    /* A deleted row's entry is stale: confirmed against the table, ignored. */
+    mem_err e;
+    char pid[64];
+    assert_int_equal(mem_delete(f->m, a, pid, sizeof pid, &e), 0);
+    assert_false(add_for(f, "aria", "the lighthouse keeper", b));
+    assert_string_not_equal(b, a);
+    assert_true(add_for(f, "aria", "the lighthouse keeper", x));
+    assert_string_equal(x, b);
+    /* New content of an updated row is found; its old content is free. */
+    assert_false(add_for(f, "aria", "plum cake", c));
+    patch_content(f, c, "cinnamon bun");
+    assert_true(add_for(f, "aria", "cinnamon bun", x));
+    assert_string_equal(x, c);
+    assert_false(add_for(f, "aria", "plum cake", x));
+    /* A new mem_store loads the tables from SQLite. */
+    mem_close(f->m);
+    open_mem(f);
+    assert_true(add_for(f, "aria", "the lighthouse keeper", x));
+    assert_string_equal(x, b);
+    assert_true(add_for(f, "aria", "cinnamon bun", x));
+    assert_string_equal(x, c);
+    /* One batch holding the same text twice stores it once. */
+    mem_item two[2] = {{.persona_id = "aria",
+                        .content = "twice in one batch",
+                        .memory_type = "user_input",
+                        .importance = 0.5,
+                        .related_json = "[]",
+                        .visibility = "private",
+                        .metadata_json = "{}"}};
+    two[1] = two[0];
+    mem_added out[2];
+    assert_int_equal(mem_add(f->m, two, 2, out, &e), 0);
+    assert_false(out[0].duplicate);
+    assert_true(out[1].duplicate);
+    assert_string_equal(out[1].id, out[0].id);
+}
+
+/* A row written behind mem_add (as a state import does) is found once the
+ * writing job resets the tables. */
+typedef struct raw_insert {
+    mem_store *m;
+    const char *text;
+} raw_insert;
+
+static int raw_insert_fn(store_conn *c, void *ctx)
+{
+    raw_insert *r = ctx;
+    mem_dedup_reset(r->m);
+    sqlite3_stmt *q;
+    int rc = sqlite3_prepare_v2(store_conn_db(c),
+                                "INSERT INTO memories (id, persona_id, content, content_hash,"
+                                " memory_type, importance, base_importance, created_at,"
+                                " embedding) VALUES ('raw-1', 'aria', ?1, ?2, 't', 0.5, 0.5, 0,"
+                                " zeroblob(1536))",
+                                -1, &q, NULL);
+    if (rc != SQLITE_OK) return rc;
+    sqlite3_bind_text(q, 1, r->text, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, (sqlite3_int64)util_hash64(r->text, strlen(r->text)));
+    rc = sqlite3_step(q);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+static void test_dedup_reset_sees_rows_written_behind(void **state)
+{
+    fx *f = *state;
+    char x[40];
+    assert_false(add_for(f, "aria", "loaded first", x)); /* aria's table is loaded */
+    raw_insert r = {f->m, "imported behind mem_add"};
+    assert_int_equal(store_write(f->st, raw_insert_fn, &r), SQLITE_OK);
+    assert_true(add_for(f, "aria", "imported behind mem_add", x));
+    assert_string_equal(x, "raw-1");
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -502,6 +605,8 @@ int main(void)
         T(test_fts_hybrid_search_indexes_first),
         T(test_fts_batch_indexes_itself),
         T(test_fts_timer_and_close_index),
+        T(test_dedup_follows_deletes_updates_and_restarts),
+        T(test_dedup_reset_sees_rows_written_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
