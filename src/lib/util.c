@@ -9,12 +9,8 @@
 #include <sys/random.h>
 #include <time.h>
 
-void util_uuid4(char out[40])
+static void uuid_text(const unsigned char b[16], char out[40])
 {
-    unsigned char b[16];
-    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) abort();
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     static const char hex[] = "0123456789abcdef";
     int o = 0;
     for (int i = 0; i < 16; i++) {
@@ -23,6 +19,45 @@ void util_uuid4(char out[40])
         out[o++] = hex[b[i] & 15];
     }
     out[o] = 0;
+}
+
+void util_uuid4(char out[40])
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) abort();
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    uuid_text(b, out);
+}
+
+/* n random bytes from a per-thread pool refilled by getrandom. */
+static void random_bytes(unsigned char *dst, size_t n)
+{
+    static _Thread_local unsigned char pool[256];
+    static _Thread_local size_t left;
+    for (size_t i = 0; i < n; i++) {
+        if (!left) {
+            if (getrandom(pool, sizeof pool, 0) != (ssize_t)sizeof pool) abort();
+            left = sizeof pool;
+        }
+        dst[i] = pool[--left];
+        pool[left] = 0; /* a byte is never handed out twice */
+    }
+}
+
+void util_uuid7(char out[40])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    unsigned frac = (unsigned)(((uint64_t)ts.tv_nsec % 1000000u) * 4096u / 1000000u);
+    unsigned char b[16];
+    for (int i = 0; i < 6; i++) b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | (frac >> 8));
+    b[7] = (unsigned char)(frac & 0xff);
+    random_bytes(b + 8, 8);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    uuid_text(b, out);
 }
 
 void util_iso_time(double epoch, char out[40], bool z)

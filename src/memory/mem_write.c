@@ -326,7 +326,7 @@ static int plan_item(mem_store *m, const mem_item *it, add_plan *p, double now, 
     if (mem_embed_for(m, p->coll, it->content, it->embedding, it->embedding_dim, &p->vec, &p->dim,
                       p->model, a, e) < 0)
         return -1;
-    util_uuid4(p->id);
+    util_uuid7(p->id); /* time-ordered: the id index grows at its end */
     p->hash = util_hash64(it->content, strlen(it->content));
     p->created = now;
     if (it->auto_importance) {

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/json.h"
@@ -590,6 +591,41 @@ static void test_dedup_reset_sees_rows_written_behind(void **state)
     assert_string_equal(x, "raw-1");
 }
 
+/* ---- memory ids: UUID version 7, in creation order ------------------------ */
+
+static void test_memory_ids_are_time_ordered_uuid7(void **state)
+{
+    fx *f = *state;
+    enum { N = 200 };
+    char ids[N][40];
+    for (int i = 0; i < N; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "memory %d", i);
+        add_for(f, "aria", text, ids[i]);
+        const char *s = ids[i];
+        assert_int_equal(strlen(s), 36);
+        assert_true(s[8] == '-' && s[13] == '-' && s[18] == '-' && s[23] == '-');
+        assert_int_equal(s[14], '7');
+        assert_non_null(strchr("89ab", s[19]));
+        if (i) assert_true(strcmp(ids[i - 1], s) < 0); /* later id sorts later */
+    }
+    /* The first 48 bits are the Unix time in ms. */
+    char hex[13];
+    memcpy(hex, ids[N - 1], 8);
+    memcpy(hex + 8, ids[N - 1] + 9, 4);
+    hex[12] = 0;
+    unsigned long long ms = strtoull(hex, NULL, 16);
+    double now_ms = (double)time(NULL) * 1000.0;
+    assert_true(fabs((double)ms - now_ms) < 5000.0);
+    /* Ids from one thread's pool never repeat. */
+    char(*many)[40] = calloc(20000, sizeof *many);
+    assert_non_null(many);
+    for (int i = 0; i < 20000; i++) util_uuid7(many[i]);
+    qsort(many, 20000, sizeof *many, (int (*)(const void *, const void *))strcmp);
+    for (int i = 1; i < 20000; i++) assert_true(strcmp(many[i - 1], many[i]) < 0);
+    free(many);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -607,6 +643,7 @@ int main(void)
         T(test_fts_timer_and_close_index),
         T(test_dedup_follows_deletes_updates_and_restarts),
         T(test_dedup_reset_sees_rows_written_behind),
+        T(test_memory_ids_are_time_ordered_uuid7),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
