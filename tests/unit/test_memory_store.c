@@ -81,33 +81,52 @@ static int fx_teardown(void **state)
     return 0;
 }
 
-static void add(fx *f, const char *text, char id[40])
+/* A plain private memory of a persona. */
+static mem_item item_for(const char *persona, const char *text)
 {
-    mem_item it = {.persona_id = "aria",
-                   .content = text,
-                   .memory_type = "user_input",
-                   .importance = 0.5,
-                   .related_json = "[]",
-                   .visibility = "private",
-                   .metadata_json = "{}"};
+    return (mem_item){.persona_id = persona,
+                      .content = text,
+                      .memory_type = "user_input",
+                      .importance = 0.5,
+                      .related_json = "[]",
+                      .visibility = "private",
+                      .metadata_json = "{}"};
+}
+
+/* Store text for a persona; returns whether it was a duplicate, its id. */
+static bool add_for(fx *f, const char *persona, const char *text, char id[40])
+{
+    mem_item it = item_for(persona, text);
     mem_added out;
     mem_err e;
     assert_int_equal(mem_add(f->m, &it, 1, &out, &e), 0);
     snprintf(id, 40, "%s", out.id);
+    return out.duplicate;
 }
 
-/* Search for text; returns the number of hits. */
-static size_t search(fx *f, const char *text, size_t k)
+static void add(fx *f, const char *text, char id[40])
 {
-    mem_query q = {.persona_id = "aria", .text = text, .k = k, .record_access = true};
+    add_for(f, "aria", text, id);
+}
+
+/* Run a query; returns the number of hits. */
+static size_t run_query(fx *f, const mem_query *q)
+{
     jarena a;
     jarena_init(&a);
     mem_row *rows;
     size_t n = 0;
     mem_err e;
-    assert_int_equal(mem_search(f->m, &q, &a, &rows, &n, &e), 0);
+    assert_int_equal(mem_search(f->m, q, &a, &rows, &n, &e), 0);
     jarena_free(&a);
     return n;
+}
+
+/* Search aria's memories for text; returns the number of hits. */
+static size_t search(fx *f, const char *text, size_t k)
+{
+    mem_query q = {.persona_id = "aria", .text = text, .k = k, .record_access = true};
+    return run_query(f, &q);
 }
 
 /* accessed_count of a memory as SQLite has it; last_accessed set? */
@@ -426,14 +445,7 @@ static void test_fts_hybrid_search_indexes_first(void **state)
     add(f, "the lighthouse keeper sings at dawn", a);
     assert_int_equal(pending(f), 1);
     mem_query q = {.persona_id = "aria", .text = "lighthouse", .k = 5, .hybrid = true};
-    jarena ar;
-    jarena_init(&ar);
-    mem_row *rows;
-    size_t n = 0;
-    mem_err e;
-    assert_int_equal(mem_search(f->m, &q, &ar, &rows, &n, &e), 0);
-    assert_int_equal(n, 1);
-    jarena_free(&ar);
+    assert_int_equal(run_query(f, &q), 1);
     assert_int_equal(pending(f), 0); /* BM25 saw the row */
     assert_int_equal(matches(f, "lighthouse"), 1);
 }
@@ -450,13 +462,7 @@ static void test_fts_batch_indexes_itself(void **state)
     assert_non_null(out);
     for (int i = 0; i < N; i++) {
         snprintf(texts[i], sizeof texts[i], "batch memory %d about kestrels", i);
-        items[i] = (mem_item){.persona_id = "aria",
-                              .content = texts[i],
-                              .memory_type = "user_input",
-                              .importance = 0.5,
-                              .related_json = "[]",
-                              .visibility = "private",
-                              .metadata_json = "{}"};
+        items[i] = item_for("aria", texts[i]);
     }
     mem_err e;
     assert_int_equal(mem_add(f->m, items, N, out, &e), 0);
@@ -492,23 +498,6 @@ static void test_fts_timer_and_close_index(void **state)
 
 /* ---- duplicates without a hash index (src/memory/mem_dedup.c) ------------- */
 
-/* Store text for a persona; returns whether it was a duplicate, its id. */
-static bool add_for(fx *f, const char *persona, const char *text, char id[40])
-{
-    mem_item it = {.persona_id = persona,
-                   .content = text,
-                   .memory_type = "user_input",
-                   .importance = 0.5,
-                   .related_json = "[]",
-                   .visibility = "private",
-                   .metadata_json = "{}"};
-    mem_added out;
-    mem_err e;
-    assert_int_equal(mem_add(f->m, &it, 1, &out, &e), 0);
-    snprintf(id, 40, "%s", out.id);
-    return out.duplicate;
-}
-
 static void test_dedup_follows_deletes_updates_and_restarts(void **state)
 {
     fx *f = *state;
@@ -539,14 +528,8 @@ static void test_dedup_follows_deletes_updates_and_restarts(void **state)
     assert_true(add_for(f, "aria", "cinnamon bun", x));
     assert_string_equal(x, c);
     /* One batch holding the same text twice stores it once. */
-    mem_item two[2] = {{.persona_id = "aria",
-                        .content = "twice in one batch",
-                        .memory_type = "user_input",
-                        .importance = 0.5,
-                        .related_json = "[]",
-                        .visibility = "private",
-                        .metadata_json = "{}"}};
-    two[1] = two[0];
+    mem_item two[2] = {item_for("aria", "twice in one batch"),
+                       item_for("aria", "twice in one batch")};
     mem_added out[2];
     assert_int_equal(mem_add(f->m, two, 2, out, &e), 0);
     assert_false(out[0].duplicate);
