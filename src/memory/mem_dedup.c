@@ -19,9 +19,10 @@
  * mem_dedup_reset() inside its write job, and the tables are loaded again.
  *
  * Threads: everything here runs on the writer thread (inside write jobs,
- * on the writer's connection), so there is no lock. Memory: 16 bytes per
- * memory of each persona written to since start (32 at worst load), freed
- * by mem_dedup_reset() and mem_close().
+ * on the writer's connection), so there is no lock; mem_dedup_close() frees
+ * the tables from a write job too. Memory: 16 bytes per memory of each
+ * persona written to since start (32 at worst load), freed by
+ * mem_dedup_reset() and mem_close().
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +161,19 @@ void mem_dedup_note(mem_store *m, const char *persona, uint64_t hash, int64_t se
     size_t b = (size_t)(util_hash64(persona, strlen(persona)) % DD_BUCKETS);
     dd_set *s = set_find(m->dedup, persona, b);
     if (s) set_put(s, hash, seq);
+}
+
+static int reset_fn(store_conn *c, void *ctx)
+{
+    (void)c;
+    mem_dedup_reset(ctx);
+    return SQLITE_OK;
+}
+
+void mem_dedup_close(mem_store *m)
+{
+    /* As a write job: after every job queued before it, on the writer. */
+    if (store_write(m->st, reset_fn, m) != SQLITE_OK) mem_dedup_reset(m); /* writer gone */
 }
 
 void mem_dedup_reset(mem_store *m)

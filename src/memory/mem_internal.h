@@ -138,6 +138,7 @@ void mem_fts_close(mem_store *m);
 int mem_dedup_find(mem_store *m, store_conn *c, const char *persona, uint64_t hash,
                    const char *content, mem_added *out);
 void mem_dedup_note(mem_store *m, const char *persona, uint64_t hash, int64_t seq);
+void mem_dedup_close(mem_store *m); /* any thread but the writer: frees the tables */
 
 /* mem_split.c: fill scores[0, n) like mem_half_scores(), the work shared
  * with a helper thread when the collection is large and the helper free.

@@ -73,8 +73,8 @@ void mem_close(mem_store *m)
     if (!m) return;
     mem_decay_stop(m);
     mem_access_close(m);
-    mem_fts_close(m);   /* the writer is idle from here on: */
-    mem_dedup_reset(m); /* its tables can go */
+    mem_fts_close(m);
+    mem_dedup_close(m);
     mem_split_stop(m->split);
     coll_free_all(m);
     mem_maint_free(m);
