@@ -134,6 +134,34 @@ static void coll_unload(mem_store *m, mem_coll *c)
     c->vis = NULL;
     c->n = c->cap = 0;
     c->loaded = false;
+    free(c->tomb);
+    c->tomb = NULL;
+    c->ntomb = 0;
+}
+
+#define MAX_TOMBS 4096
+
+/* Remember a deleted seq the collection has not seen (caller: write lock). */
+static void tomb_add(mem_coll *c, int64_t seq)
+{
+    if (c->ntomb == MAX_TOMBS) { /* inserts never applied: forget the oldest */
+        memmove(c->tomb, c->tomb + 1, (MAX_TOMBS - 1) * sizeof *c->tomb);
+        c->ntomb--;
+    }
+    if (!c->tomb) c->tomb = malloc(MAX_TOMBS * sizeof *c->tomb);
+    if (!c->tomb) abort();
+    c->tomb[c->ntomb++] = seq;
+}
+
+/* Was seq deleted before its insert came? Consumes the tombstone. */
+static bool tomb_take(mem_coll *c, int64_t seq)
+{
+    for (size_t i = 0; i < c->ntomb; i++) {
+        if (c->tomb[i] != seq) continue;
+        c->tomb[i] = c->tomb[--c->ntomb];
+        return true;
+    }
+    return false;
 }
 
 static void coll_reserve(mem_store *m, mem_coll *c, size_t want)
@@ -341,7 +369,7 @@ void coll_apply_insert(mem_store *m, mem_coll *c, int64_t seq, const float *vec,
     }
     /* Stores committed in one group may be applied here in any order: a
      * row below max_seq goes to its place unless the load already read it. */
-    if (c->loaded && dim == c->dim) {
+    if (c->loaded && dim == c->dim && !tomb_take(c, seq)) {
         size_t r = seq > c->max_seq ? c->n : seq_slot(c, seq);
         if (r == c->n || c->seq[r] != seq)
             place_row(m, c, r, seq, vec, importance, mem_type_id(m, type, true), vis, created);
@@ -353,12 +381,15 @@ void coll_apply_delete(mem_store *m, mem_coll *c, const int64_t *seqs, size_t n)
 {
     (void)m;
     pthread_rwlock_wrlock(&c->lock);
-    if (c->loaded && c->n) {
-        uint8_t *gone = calloc(c->n, 1);
+    if (c->loaded) {
+        uint8_t *gone = calloc(c->n ? c->n : 1, 1);
         if (!gone) abort();
         for (size_t i = 0; i < n; i++) {
             long r = coll_find(c, seqs[i]);
-            if (r >= 0) gone[r] = 1;
+            if (r >= 0)
+                gone[r] = 1;
+            else
+                tomb_add(c, seqs[i]); /* its insert is still on its way here */
         }
         size_t w = 0, d = (size_t)c->dim;
         for (size_t r = 0; r < c->n; r++) {

@@ -178,7 +178,9 @@ void mem_dedup_close(mem_store *m)
 
 void mem_dedup_reset(mem_store *m)
 {
-    if (!m || !m->dedup) return;
+    if (!m) return;
+    m->next_seq = 0; /* rows may have come in with their own seqs: read max(seq) again */
+    if (!m->dedup) return;
     for (int b = 0; b < DD_BUCKETS; b++) {
         while (m->dedup->buckets[b]) {
             dd_set *s = m->dedup->buckets[b];

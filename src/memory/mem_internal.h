@@ -33,6 +33,12 @@ typedef struct mem_coll {
     uint8_t *vis;    /* 0 private, 1 shared, 2 public */
     double *created; /* epoch seconds */
     int64_t max_seq;
+    /* Seqs deleted before their insert was applied here (two workers apply
+     * commits in any order): that insert is dropped when it comes. Seqs are
+     * never reused while the process runs (next_seq), so a tombstone never
+     * hides a newer row. Few, and cleared on unload. */
+    int64_t *tomb;
+    size_t ntomb;
     /* Aggregates for memory.stats, kept in step with the rows so statistics
      * of a loaded collection cost O(types), not O(rows). */
     double sum_importance;
@@ -78,6 +84,7 @@ struct mem_store {
     atomic_size_t fts_pending; /* rows queued for FTS5 since the last flush (a hint) */
     atomic_bool fts_flushing;  /* an asynchronous FTS flush is queued or running */
     struct mem_dedup *dedup;   /* content hashes per persona; writer thread only */
+    int64_t next_seq;          /* next memories.seq to insert; 0 = read max(seq); writer only */
 };
 
 /* mem_coll.c */

@@ -212,7 +212,28 @@ static const char SQL_COLL_PUT[] =
 static const char SQL_INSERT[] =
     "INSERT INTO memories (id, persona_id, content, content_hash, memory_type, importance,"
     " base_importance, emotional_valence, related_personas, visibility, metadata, created_at,"
-    " embedding) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    " embedding, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+static const char SQL_MAX_SEQ[] = "SELECT coalesce(max(seq), 0) FROM memories";
+
+/* The seq for a new row. SQLite would take max(seq) + 1, which reuses the
+ * seq of a deleted newest row; a collection may then see that seq's delete
+ * and the new row's insert in either order (workers apply commits as they
+ * wake). Counting up from the largest seq seen since start never reuses
+ * one while the process runs (a restart starts with empty collections).
+ * Gaps (rolled-back inserts) are harmless. */
+static int next_seq(mem_store *m, store_conn *c, int64_t *out)
+{
+    if (!m->next_seq) {
+        sqlite3_stmt *q = store_conn_stmt(c, SQL_MAX_SEQ);
+        if (!q) return SQLITE_ERROR;
+        int rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW) m->next_seq = sqlite3_column_int64(q, 0) + 1;
+        sqlite3_reset(q);
+        if (rc != SQLITE_ROW) return rc;
+    }
+    *out = m->next_seq++;
+    return SQLITE_OK;
+}
 
 static int check_collection(store_conn *c, add_plan *p, mem_err *e)
 {
@@ -241,9 +262,12 @@ static int check_collection(store_conn *c, add_plan *p, mem_err *e)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int insert_one(store_conn *c, add_plan *p)
+static int insert_one(mem_store *m, store_conn *c, add_plan *p)
 {
     const mem_item *it = p->it;
+    int64_t seq;
+    int rc = next_seq(m, c, &seq);
+    if (rc != SQLITE_OK) return rc;
     sqlite3_stmt *q = store_conn_stmt(c, SQL_INSERT);
     if (!q) return SQLITE_ERROR;
     sqlite3_bind_text(q, 1, p->id, -1, SQLITE_STATIC);
@@ -259,10 +283,11 @@ static int insert_one(store_conn *c, add_plan *p)
     sqlite3_bind_text(q, 11, it->metadata_json, -1, SQLITE_STATIC);
     sqlite3_bind_double(q, 12, p->created);
     sqlite3_bind_blob(q, 13, p->vec, (int)(sizeof(float) * (size_t)p->dim), SQLITE_STATIC);
-    int rc = sqlite3_step(q);
+    sqlite3_bind_int64(q, 14, seq);
+    rc = sqlite3_step(q);
     sqlite3_reset(q);
     if (rc != SQLITE_DONE) return rc;
-    p->seq = sqlite3_last_insert_rowid(store_conn_db(c));
+    p->seq = seq;
     return SQLITE_OK;
 }
 
@@ -289,7 +314,7 @@ static int add_fn(store_conn *c, void *ctx)
             checked = p;
         }
         if (rc == SQLITE_OK && !o->duplicate) {
-            rc = insert_one(c, p);
+            rc = insert_one(j->m, c, p);
             memcpy(o->id, p->id, sizeof o->id);
             if (rc == SQLITE_OK) mem_dedup_note(j->m, p->it->persona_id, p->hash, p->seq);
         }

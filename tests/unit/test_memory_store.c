@@ -609,6 +609,57 @@ static void test_memory_ids_are_time_ordered_uuid7(void **state)
     free(many);
 }
 
+/* A delete applied before its row's insert (two workers, commits applied in
+ * any order) must not leave the deleted row in the collection. */
+static void test_delete_applied_before_insert(void **state)
+{
+    fx *f = *state;
+    char a[40];
+    add(f, "the lighthouse keeper sings at dawn", a);
+    assert_int_equal(search(f, "lighthouse", 1), 1); /* loads the collection */
+    mem_coll *c = coll_get(f->m, "aria");
+    float v[384] = {1.0f};
+    int64_t late = 70;
+    coll_apply_delete(f->m, c, &late, 1); /* the delete of row 70 comes first */
+    coll_apply_insert(f->m, c, 80, v, 384, c->model, 0.5, "user_input", 0, 1.0);
+    coll_apply_insert(f->m, c, 70, v, 384, c->model, 0.5, "user_input", 0, 1.0);
+    mem_err e;
+    assert_int_equal(coll_acquire(f->m, c, &e), 0);
+    assert_int_equal(c->n, 2);
+    assert_int_equal(coll_find(c, 70), -1);
+    assert_true(coll_find(c, 80) >= 0);
+    assert_int_equal(c->ntomb, 0); /* consumed */
+    coll_release(c);
+}
+
+/* The seq of a deleted newest memory is not given to the next one. */
+static long long seq_of(fx *f, const char *id)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT seq FROM memories WHERE id = '%s'", id);
+    return db_int(f, sql);
+}
+
+static void test_seqs_never_reused(void **state)
+{
+    fx *f = *state;
+    char a[40], b[40], c[40];
+    add(f, "first", a);
+    add(f, "second", b);
+    long long sb = seq_of(f, b);
+    mem_err e;
+    char pid[64];
+    assert_int_equal(mem_delete(f->m, b, pid, sizeof pid, &e), 0);
+    add(f, "third", c);
+    assert_true(seq_of(f, c) > sb);
+    /* A new mem_store continues from the table's largest seq. */
+    mem_close(f->m);
+    open_mem(f);
+    char d[40];
+    add(f, "fourth", d);
+    assert_int_equal(seq_of(f, d), seq_of(f, c) + 1);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -627,6 +678,8 @@ int main(void)
         T(test_dedup_follows_deletes_updates_and_restarts),
         T(test_dedup_reset_sees_rows_written_behind),
         T(test_memory_ids_are_time_ordered_uuid7),
+        T(test_delete_applied_before_insert),
+        T(test_seqs_never_reused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
