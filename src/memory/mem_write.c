@@ -265,7 +265,7 @@ static int check_collection(store_conn *c, add_plan *p, mem_err *e)
 static int insert_one(mem_store *m, store_conn *c, add_plan *p)
 {
     const mem_item *it = p->it;
-    int64_t seq;
+    int64_t seq = 0;
     int rc = next_seq(m, c, &seq);
     if (rc != SQLITE_OK) return rc;
     sqlite3_stmt *q = store_conn_stmt(c, SQL_INSERT);
