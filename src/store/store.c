@@ -287,7 +287,7 @@ int store_open(store **out, const store_opts *o, char *err, size_t errlen)
     s->opts = *o;
     int sync_fd = -1;
     if (open_writer_conn(s, &sync_fd, err, errlen) != 0) goto undo;
-    s->readers = store_readers_open(o, err, errlen);
+    s->readers = store_readers_open(o, sync_fd < 0, err, errlen);
     if (!s->readers) goto undo;
     s->writer = store_writer_start(s->wconn, o->max_batch, o->commit_wait_us, sync_fd, err, errlen);
     sync_fd = -1; /* the writer's now, even if it failed to start */

@@ -8,8 +8,8 @@
  * therefore acknowledged only after it is durable in the WAL.
  *
  * Reads go through a pool of read-only connections (WAL lets them run beside
- * the writer): `pool_size` kept open once opened (one at store_open, the
- * others on first demand), up to `pool_overflow` more opened on
+ * the writer): `pool_size` kept open once opened (one at store_open unless
+ * the database was just created, the others on first demand), up to `pool_overflow` more opened on
  * demand and closed again after `pool_idle_secs` idle. Checkouts, hits
  * (an idle connection was reused), misses (one had to be opened), waits and
  * wait time are counted for /metrics and system.status.
@@ -145,7 +145,8 @@ store_conn *store_conn_wrap(sqlite3 *db);
 void store_conn_free(store_conn *c);
 int store_conn_reset_busy(store_conn *c);
 
-store_readers *store_readers_open(const store_opts *o, char *err, size_t errlen);
+/* open_one: open one connection now (else all on first demand). */
+store_readers *store_readers_open(const store_opts *o, bool open_one, char *err, size_t errlen);
 void store_readers_close(store_readers *r);
 store_conn *store_readers_get(store_readers *r);
 void store_readers_put(store_readers *r, store_conn *c);
