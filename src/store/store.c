@@ -7,14 +7,19 @@
  *      pragmas (store_connect): journal_mode=WAL, synchronous=NORMAL,
  *      cache_size=-10240, temp_store=MEMORY, mmap_size=256 MiB (writer only),
  *      foreign_keys=ON, plus sqlite3_busy_timeout();
+ *      Where no file exists yet, it is first written from the schema image
+ *      (store_image.c: every migration and the seed, built at build time),
+ *      and step 2 is skipped;
  *   2. migrate: read PRAGMA user_version, refuse a file newer than this build
  *      (an older binary must never write a schema it does not know), then run
- *      each missing script in its own BEGIN IMMEDIATE ... COMMIT together with
+ *      the missing scripts in one BEGIN IMMEDIATE ... COMMIT together with
  *      the user_version bump, so a crash leaves the file at one exact version;
  *   3. open the reader pool (store_pool.c) - after the migrations, so readers
- *      never see a half-built schema;
+ *      never see a half-built schema; one reader now, none for a file just
+ *      written from the image;
  *   4. start the writer thread (store_writer.c), which owns the writer
- *      connection from then on.
+ *      connection from then on (and first syncs a file written from the
+ *      image).
  * store_close() reverses it: drain and stop the writer, PRAGMA optimize on
  * the writer connection, close the readers, close the writer connection last
  * (the last connection to close checkpoints and removes the WAL).
