@@ -8,14 +8,19 @@
  *      cache_size=-10240, temp_store=MEMORY, mmap_size=256 MiB and
  *      wal_autocheckpoint=4096 (writer only), foreign_keys=ON, plus
  *      sqlite3_busy_timeout();
+ *      Where no file exists yet, it is first written from the schema image
+ *      (store_image.c: every migration and the seed, built at build time),
+ *      and step 2 is skipped;
  *   2. migrate: read PRAGMA user_version, refuse a file newer than this build
  *      (an older binary must never write a schema it does not know), then run
- *      each missing script in its own BEGIN IMMEDIATE ... COMMIT together with
+ *      the missing scripts in one BEGIN IMMEDIATE ... COMMIT together with
  *      the user_version bump, so a crash leaves the file at one exact version;
  *   3. open the reader pool (store_pool.c) - after the migrations, so readers
- *      never see a half-built schema;
+ *      never see a half-built schema; one reader now, none for a file just
+ *      written from the image;
  *   4. start the writer thread (store_writer.c), which owns the writer
- *      connection from then on.
+ *      connection from then on (and first syncs a file written from the
+ *      image).
  * store_close() reverses it: drain and stop the writer, PRAGMA optimize on
  * the writer connection, close the readers, close the writer connection last
  * (the last connection to close checkpoints and removes the WAL).
@@ -30,6 +35,7 @@
  * (PRAGMA takes no bound parameters).
  */
 #include "store/store.h"
+#include "store/store_image.h"
 
 #include "lib/log.h"
 
@@ -40,6 +46,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 struct store {
     store_opts opts;
@@ -246,19 +253,26 @@ static bool is_fresh(const char *path)
     return stat(path, &st) != 0 ? errno == ENOENT : st.st_size == 0;
 }
 
-static int open_writer_conn(store *s, char *err, size_t errlen)
+/* A new database is written from the schema image (store_image.c) when it
+ * can be; *sync_fd then holds the new file for the writer thread to sync.
+ * Otherwise (an existing file, or no O_TMPFILE) the migrations run. */
+static int open_writer_conn(store *s, int *sync_fd, char *err, size_t errlen)
 {
     const store_opts *o = &s->opts;
     err[0] = 0;
     bool fresh = is_fresh(o->path);
-    sqlite3 *db = store_connect_ex(o->path, 0, fresh, o->busy_timeout_ms, err, errlen);
+    *sync_fd = fresh ? store_image_create(o->path) : -1;
+    bool migrating = *sync_fd < 0;
+    sqlite3 *db = store_connect_ex(o->path, 0, fresh && migrating, o->busy_timeout_ms, err, errlen);
     if (!db) return -1;
-    if (migrate(db, o->path, err, errlen) != 0 ||
-        (fresh && run_sql(db, "PRAGMA synchronous=NORMAL", NULL, 0) != SQLITE_OK)) {
+    if (migrating && (migrate(db, o->path, err, errlen) != 0 ||
+                      (fresh && run_sql(db, "PRAGMA synchronous=NORMAL", NULL, 0) != SQLITE_OK))) {
         if (!err[0]) fail(err, errlen, "PRAGMA synchronous=NORMAL", db);
         sqlite3_close(db);
         return -1;
     }
+    if (!migrating)
+        log_info("store created from the schema image", "version=%d", store_image_version);
     s->wconn = store_conn_wrap(db);
     if (!s->wconn) {
         sqlite3_close(db);
@@ -285,14 +299,17 @@ int store_open(store **out, const store_opts *o, char *err, size_t errlen)
     store *s = calloc(1, sizeof *s);
     if (!s) return fail(err, errlen, "store_open", NULL);
     s->opts = *o;
-    if (open_writer_conn(s, err, errlen) != 0) goto undo;
-    s->readers = store_readers_open(o, err, errlen);
+    int sync_fd = -1;
+    if (open_writer_conn(s, &sync_fd, err, errlen) != 0) goto undo;
+    s->readers = store_readers_open(o, sync_fd < 0, err, errlen);
     if (!s->readers) goto undo;
-    s->writer = store_writer_start(s->wconn, o->max_batch, o->commit_wait_us, err, errlen);
+    s->writer = store_writer_start(s->wconn, o->max_batch, o->commit_wait_us, sync_fd, err, errlen);
+    sync_fd = -1; /* the writer's now, even if it failed to start */
     if (!s->writer) goto undo;
     *out = s;
     return 0;
 undo:
+    if (sync_fd >= 0) close(sync_fd);
     if (s->readers) store_readers_close(s->readers);
     if (s->wconn) store_conn_free(s->wconn);
     free(s);

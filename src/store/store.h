@@ -8,8 +8,8 @@
  * therefore acknowledged only after it is durable in the WAL.
  *
  * Reads go through a pool of read-only connections (WAL lets them run beside
- * the writer): `pool_size` kept open once opened (one at store_open, the
- * others on first demand), up to `pool_overflow` more opened on
+ * the writer): `pool_size` kept open once opened (one at store_open unless
+ * the database was just created, the others on first demand), up to `pool_overflow` more opened on
  * demand and closed again after `pool_idle_secs` idle. Checkouts, hits
  * (an idle connection was reused), misses (one had to be opened), waits and
  * wait time are counted for /metrics and system.status.
@@ -118,6 +118,11 @@ void store_get_stats(store *s, store_stats *out);
 /* Migrations (store_schema.c). */
 extern const char *const store_migrations[];
 extern const int store_schema_version;
+/* Migration 1 in two halves (store_migrations[0] is the two joined): its
+ * tables, which the schema image holds, and its seed (the default personas),
+ * run when a database is created from the image. */
+extern const char store_schema_v1_tables[];
+extern const char store_seed_sql[];
 
 /* ---- internal to src/store (store.c, store_writer.c, store_pool.c) --------
  * The parts store.c assembles; other modules use only the API above. */
@@ -140,15 +145,19 @@ store_conn *store_conn_wrap(sqlite3 *db);
 void store_conn_free(store_conn *c);
 int store_conn_reset_busy(store_conn *c);
 
-store_readers *store_readers_open(const store_opts *o, char *err, size_t errlen);
+/* open_one: open one connection now (else all on first demand). */
+store_readers *store_readers_open(const store_opts *o, bool open_one, char *err, size_t errlen);
 void store_readers_close(store_readers *r);
 store_conn *store_readers_get(store_readers *r);
 void store_readers_put(store_readers *r, store_conn *c);
 void store_readers_stats(store_readers *r, store_stats *out);
 
-/* store_writer.c: the writer thread on connection c (not owned). stop runs
- * every queued job, then joins the thread. */
-store_writer *store_writer_start(store_conn *c, int max_batch, int wait_us, char *err,
+/* store_writer.c: the writer thread on connection c (not owned). sync_fd:
+ * -1, or a file the thread fdatasyncs and closes before its first job (the
+ * new database written from the schema image); owned by the writer from
+ * this call on, even when it fails. stop runs every queued job, then joins
+ * the thread. */
+store_writer *store_writer_start(store_conn *c, int max_batch, int wait_us, int sync_fd, char *err,
                                  size_t errlen);
 void store_writer_expect(store_writer *w, int delta);
 void store_writer_stop(store_writer *w);

@@ -26,10 +26,12 @@
  * closed from the bottom of the stack during get and put - no extra thread.
  * Connections are not tagged "base" or "overflow": the pool just never closes
  * below pool_size.
- * Opening: one reader at store_open (it proves the file readable); the rest
- * of pool_size are opened on first demand, like overflow ones, and then
- * kept. Each open costs ~0.15 ms (the pragmas, the schema read), which was a
- * third of creating a new database (docs/BENCHMARKS.md, issue 2).
+ * Opening: one reader at store_open for an existing database (it proves the
+ * file readable); the rest of pool_size are opened on first demand, like
+ * overflow ones, and then kept. A database just written from the schema
+ * image (store_image.c) gets none at store_open: the file is known good,
+ * and each open costs ~0.15-0.35 ms (the pragmas, the schema read), a third
+ * of creating a new database (docs/BENCHMARKS.md, issue 2).
  */
 #include "store/store.h"
 
@@ -284,7 +286,7 @@ static void readers_free(store_readers *r)
     free(r);
 }
 
-store_readers *store_readers_open(const store_opts *o, char *err, size_t errlen)
+store_readers *store_readers_open(const store_opts *o, bool open_one, char *err, size_t errlen)
 {
     store_readers *r = readers_alloc(o);
     if (!r) {
@@ -292,7 +294,7 @@ store_readers *store_readers_open(const store_opts *o, char *err, size_t errlen)
         return NULL;
     }
     uint64_t now = now_ns();
-    for (int i = 0; i < (r->base > 0 ? 1 : 0); i++) {
+    for (int i = 0; i < (open_one && r->base > 0 ? 1 : 0); i++) {
         store_conn *c = reader_open(r, err, errlen);
         if (!c) {
             store_readers_close(r);

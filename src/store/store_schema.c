@@ -21,54 +21,62 @@
     " substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))))"
 #define NOW_SQL "strftime('%Y-%m-%dT%H:%M:%f000+00:00', 'now')"
 
-static const char schema_v1[] =
-    "CREATE TABLE personas ("
-    "  seq INTEGER PRIMARY KEY,"
-    "  id TEXT NOT NULL UNIQUE,"
-    "  name TEXT NOT NULL CHECK (length(name) > 0),"
-    "  description TEXT NOT NULL DEFAULT '',"
-    "  personality_traits TEXT NOT NULL DEFAULT '{}',"
-    "  topic_preferences TEXT NOT NULL DEFAULT '{}',"
-    "  charisma INTEGER NOT NULL DEFAULT 10 CHECK (charisma BETWEEN 1 AND 20),"
-    "  intelligence INTEGER NOT NULL DEFAULT 10 CHECK (intelligence BETWEEN 1 AND 20),"
-    "  social_rank TEXT NOT NULL DEFAULT 'commoner',"
-    "  created_at TEXT NOT NULL"
-    ");"
-    "CREATE INDEX personas_name_nocase ON personas (name COLLATE NOCASE);"
-    "CREATE TABLE persona_interaction_states ("
-    "  persona_id TEXT PRIMARY KEY REFERENCES personas (id) ON DELETE CASCADE,"
-    "  interest_level INTEGER NOT NULL DEFAULT 50,"
-    "  interaction_fatigue INTEGER NOT NULL DEFAULT 0,"
-    "  current_priority TEXT NOT NULL DEFAULT 'none',"
-    "  available_time INTEGER NOT NULL DEFAULT 300,"
-    "  social_energy INTEGER NOT NULL DEFAULT 100,"
-    "  cooldown_until REAL NOT NULL DEFAULT 0,"
-    "  last_updated TEXT NOT NULL"
-    ");"
+#define SCHEMA_V1_TABLES                                                                           \
+    "CREATE TABLE personas ("                                                                      \
+    "  seq INTEGER PRIMARY KEY,"                                                                   \
+    "  id TEXT NOT NULL UNIQUE,"                                                                   \
+    "  name TEXT NOT NULL CHECK (length(name) > 0),"                                               \
+    "  description TEXT NOT NULL DEFAULT '',"                                                      \
+    "  personality_traits TEXT NOT NULL DEFAULT '{}',"                                             \
+    "  topic_preferences TEXT NOT NULL DEFAULT '{}',"                                              \
+    "  charisma INTEGER NOT NULL DEFAULT 10 CHECK (charisma BETWEEN 1 AND 20),"                    \
+    "  intelligence INTEGER NOT NULL DEFAULT 10 CHECK (intelligence BETWEEN 1 AND 20),"            \
+    "  social_rank TEXT NOT NULL DEFAULT 'commoner',"                                              \
+    "  created_at TEXT NOT NULL"                                                                   \
+    ");"                                                                                           \
+    "CREATE INDEX personas_name_nocase ON personas (name COLLATE NOCASE);"                         \
+    "CREATE TABLE persona_interaction_states ("                                                    \
+    "  persona_id TEXT PRIMARY KEY REFERENCES personas (id) ON DELETE CASCADE,"                    \
+    "  interest_level INTEGER NOT NULL DEFAULT 50,"                                                \
+    "  interaction_fatigue INTEGER NOT NULL DEFAULT 0,"                                            \
+    "  current_priority TEXT NOT NULL DEFAULT 'none',"                                             \
+    "  available_time INTEGER NOT NULL DEFAULT 300,"                                               \
+    "  social_energy INTEGER NOT NULL DEFAULT 100,"                                                \
+    "  cooldown_until REAL NOT NULL DEFAULT 0,"                                                    \
+    "  last_updated TEXT NOT NULL"                                                                 \
+    ");"                                                                                           \
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-    "CREATE TEMP TABLE seed (name, description, traits, topics, charisma, intelligence, rank,"
-    "  priority, energy, available);"
-    "INSERT INTO seed VALUES ('Aria', 'A vibrant elven bard with sparkling eyes and an infectious"
-    " laugh. She loves stories, music, and meeting new people.',"
-    " '{\"extroverted\":90,\"creative\":85,\"empathetic\":80,\"curious\":75,\"optimistic\":85}',"
-    " '{\"music\":95,\"stories\":90,\"travel\":85,\"gossip\":80,\"magic\":70,\"adventure\":85,"
-    "\"art\":80,\"local_news\":75}', 18, 14, 'performer', 'social', 150, 600);"
-    "INSERT INTO seed VALUES ('Kira', 'A brilliant human scholar with keen analytical mind. She"
-    " prefers deep conversations about knowledge and discovery.',"
-    " '{\"introverted\":70,\"analytical\":95,\"focused\":90,\"methodical\":85,\"reserved\":75}',"
-    " '{\"research\":95,\"magic\":90,\"history\":85,\"philosophy\":80,\"books\":85,"
-    "\"discovery\":90,\"gossip\":20,\"small_talk\":25}', 12, 18, 'scholar', 'academic', 80, 300);"
-    "INSERT INTO personas (id, name, description, personality_traits, topic_preferences, charisma,"
-    "  intelligence, social_rank, created_at)"
-    "  SELECT " UUID4_SQL
-    ", name, description, traits, topics, charisma, intelligence, rank, " NOW_SQL
-    "  FROM seed ORDER BY rowid;"
-    "INSERT INTO persona_interaction_states (persona_id, current_priority, social_energy,"
-    "  available_time, last_updated)"
-    "  SELECT p.id, s.priority, s.energy, s.available, " NOW_SQL
-    "  FROM seed s JOIN personas p ON p.name = s.name;"
-    "DROP TABLE seed;"
-    "INSERT INTO meta VALUES ('seeded_at', " NOW_SQL ");";
+
+/* The seed half of version 1: the default personas, inserted once. */
+#define SCHEMA_V1_SEED                                                                             \
+    "CREATE TEMP TABLE seed (name, description, traits, topics, charisma, intelligence, rank,"     \
+    "  priority, energy, available);"                                                              \
+    "INSERT INTO seed VALUES ('Aria', 'A vibrant elven bard with sparkling eyes and an infectious" \
+    " laugh. She loves stories, music, and meeting new people.',"                                  \
+    " '{\"extroverted\":90,\"creative\":85,\"empathetic\":80,\"curious\":75,\"optimistic\":85}',"  \
+    " '{\"music\":95,\"stories\":90,\"travel\":85,\"gossip\":80,\"magic\":70,\"adventure\":85,"    \
+    "\"art\":80,\"local_news\":75}', 18, 14, 'performer', 'social', 150, 600);"                    \
+    "INSERT INTO seed VALUES ('Kira', 'A brilliant human scholar with keen analytical mind. She"   \
+    " prefers deep conversations about knowledge and discovery.',"                                 \
+    " '{\"introverted\":70,\"analytical\":95,\"focused\":90,\"methodical\":85,\"reserved\":75}',"  \
+    " '{\"research\":95,\"magic\":90,\"history\":85,\"philosophy\":80,\"books\":85,"               \
+    "\"discovery\":90,\"gossip\":20,\"small_talk\":25}', 12, 18, 'scholar', 'academic', 80, 300);" \
+    "INSERT INTO personas (id, name, description, personality_traits, topic_preferences, "         \
+    "charisma,"                                                                                    \
+    "  intelligence, social_rank, created_at)"                                                     \
+    "  SELECT " UUID4_SQL                                                                          \
+    ", name, description, traits, topics, charisma, intelligence, rank, " NOW_SQL                  \
+    "  FROM seed ORDER BY rowid;"                                                                  \
+    "INSERT INTO persona_interaction_states (persona_id, current_priority, social_energy,"         \
+    "  available_time, last_updated)"                                                              \
+    "  SELECT p.id, s.priority, s.energy, s.available, " NOW_SQL                                   \
+    "  FROM seed s JOIN personas p ON p.name = s.name;"                                            \
+    "DROP TABLE seed;"                                                                             \
+    "INSERT INTO meta VALUES ('seeded_at', " NOW_SQL ");"
+
+static const char schema_v1[] = SCHEMA_V1_TABLES SCHEMA_V1_SEED;
+const char store_schema_v1_tables[] = SCHEMA_V1_TABLES;
+const char store_seed_sql[] = SCHEMA_V1_SEED;
 
 /* Version 2: vector memory. SQLite is the store of record for memories:
  * text, ranking fields, metadata and the embedding BLOB (float32, little

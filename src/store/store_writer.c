@@ -46,6 +46,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
+#include <string.h>
+#include <unistd.h>
 
 /* Arrays, not macros: the statement cache is keyed by address, and each of
  * these must have exactly one. */
@@ -74,6 +76,7 @@ struct store_writer {
     uint64_t depth;
     int expected; /* announced writes not yet queued */
     int wait_us;
+    int sync_fd; /* -1, or the new database file to sync before the first job */
     bool stopping, exited;
     pthread_t thread;
     /* writer thread only */
@@ -288,9 +291,22 @@ static void linger_locked(store_writer *w)
         if (pthread_cond_timedwait(&w->work, &w->mu, &ts) == ETIMEDOUT) break;
 }
 
+/* A database just written from the schema image is made durable before
+ * any job runs: no write is acknowledged, and no WAL frame depending on the
+ * image is written, before the image is on disk (store_image.c). */
+static void sync_new_file(store_writer *w)
+{
+    if (w->sync_fd < 0) return;
+    if (fdatasync(w->sync_fd) != 0)
+        log_error("fdatasync of the new database failed", "error=\"%s\"", strerror(errno));
+    close(w->sync_fd);
+    w->sync_fd = -1;
+}
+
 static void *writer_main(void *arg)
 {
     store_writer *w = arg;
+    sync_new_file(w);
     pthread_mutex_lock(&w->mu);
     for (;;) {
         while (!w->head && !w->stopping) pthread_cond_wait(&w->work, &w->mu);
@@ -321,11 +337,12 @@ static void writer_free(store_writer *w)
     free(w);
 }
 
-store_writer *store_writer_start(store_conn *c, int max_batch, int wait_us, char *err,
+store_writer *store_writer_start(store_conn *c, int max_batch, int wait_us, int sync_fd, char *err,
                                  size_t errlen)
 {
     store_writer *w = calloc(1, sizeof *w);
     if (!w) goto oom;
+    w->sync_fd = sync_fd;
     w->conn = c;
     w->max_batch = max_batch;
     w->wait_us = wait_us;
@@ -337,12 +354,14 @@ store_writer *store_writer_start(store_conn *c, int max_batch, int wait_us, char
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         snprintf(err, errlen, "cannot start the writer thread");
         sqlite3_commit_hook(store_conn_db(c), NULL, NULL);
+        if (sync_fd >= 0) close(sync_fd);
         writer_free(w);
         return NULL;
     }
     pthread_setname_np(w->thread, "store-writer");
     return w;
 oom:
+    if (sync_fd >= 0) close(sync_fd);
     if (w) free(w->batch);
     free(w);
     snprintf(err, errlen, "writer: out of memory");

@@ -17,15 +17,20 @@
 #include <cmocka.h>
 
 #include "store/store.h"
+#include "store/store_image.h"
 #include "lib/log.h"
 
 #include <pthread.h>
+#include <dirent.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -34,6 +39,7 @@
 typedef struct fx {
     char dir[64];
     char path[128];
+    char other[128]; /* a second database in the same directory */
     store *s;
 } fx;
 
@@ -44,6 +50,7 @@ static int fx_setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/pmcp-store-XXXXXX");
     if (!mkdtemp(f->dir)) return -1;
     snprintf(f->path, sizeof f->path, "%s/test.db", f->dir);
+    snprintf(f->other, sizeof f->other, "%s/other.db", f->dir);
     *state = f;
     return 0;
 }
@@ -64,6 +71,7 @@ static int fx_teardown(void **state)
     char p[160];
     store_close(f->s);
     unlink_db(f->path);
+    unlink_db(f->other);
     snprintf(p, sizeof p, "%s/garbage", f->dir);
     unlink(p);
     rmdir(f->dir);
@@ -453,6 +461,250 @@ static void test_now_iso(void **state)
     assert_string_equal(t + 26, "+00:00");
 }
 
+/* ---- the schema image ---------------------------------------------------- */
+
+/* Every row of `sql` on the database at `path`, columns joined by '|'. */
+static void dump(const char *path, const char *sql, char *out, size_t outlen)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    size_t n = 0;
+    out[0] = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        for (int i = 0; i < sqlite3_column_count(st); i++) {
+            const char *v = (const char *)sqlite3_column_text(st, i);
+            n += (size_t)snprintf(out + n, outlen - n, "%s|", v ? v : "NULL");
+            assert_true(n < outlen);
+        }
+        n += (size_t)snprintf(out + n, outlen - n, "\n");
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
+/* What the migrations define, apart from per-database values (UUIDs,
+ * times) and where a table's pages happen to be (rootpage). */
+static const char *const same_sql[] = {
+    "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name",
+    "PRAGMA user_version",
+    "PRAGMA journal_mode",
+    "PRAGMA page_size",
+    "PRAGMA auto_vacuum",
+    "PRAGMA encoding",
+    "PRAGMA application_id",
+    "SELECT seq, name, description, personality_traits, topic_preferences, charisma,"
+    " intelligence, social_rank, length(id), length(created_at) FROM personas ORDER BY seq",
+    "SELECT p.seq, s.interest_level, s.interaction_fatigue, s.current_priority,"
+    " s.available_time, s.social_energy, s.cooldown_until, length(s.last_updated)"
+    " FROM persona_interaction_states s JOIN personas p ON p.id = s.persona_id ORDER BY p.seq",
+    "SELECT key, length(value) FROM meta ORDER BY key",
+    "SELECT * FROM memories_fts_config ORDER BY k",
+};
+
+static void create_empty_file(const char *path)
+{
+    FILE *e = fopen(path, "wb");
+    assert_non_null(e);
+    fclose(e);
+}
+
+/* A new database is written from the image (byte for byte, but for the
+ * patched values) and leaves nothing else behind; an empty file already
+ * there is migrated as before. */
+static void test_image_creates_new_database(void **state)
+{
+    fx *f = *state;
+    store *s = open_default(f);
+    FILE *db = fopen(f->path, "rb");
+    assert_non_null(db);
+    unsigned char *bytes = malloc(store_image_size + 1);
+    assert_non_null(bytes);
+    assert_int_equal(fread(bytes, 1, store_image_size + 1, db), store_image_size);
+    fclose(db);
+    size_t at = 0, differ = 0;
+    for (int i = 0; i <= store_image_npatches; i++) {
+        size_t end = i < store_image_npatches ? store_image_patches[i].offset : store_image_size;
+        assert_memory_equal(bytes + at, store_image + at, end - at);
+        if (i == store_image_npatches) break;
+        size_t len = store_image_patches[i].what == STORE_IMAGE_TIME ? 32 : 36;
+        differ += memcmp(bytes + end, store_image + end, len) != 0;
+        at = end + len;
+    }
+    assert_int_equal(differ, store_image_npatches); /* every placeholder filled in */
+    free(bytes);
+    DIR *d = opendir(f->dir);
+    assert_non_null(d);
+    int files = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        files++;
+        assert_true(strncmp(e->d_name, "test.db", 7) == 0);
+    }
+    closedir(d);
+    assert_true(files <= 3); /* test.db, -wal, -shm */
+    assert_int_equal(query_int(s, "SELECT count(*) FROM personas"), 2);
+
+    create_empty_file(f->other);
+    store *m = NULL;
+    store_opts o = opts_for(f);
+    o.path = f->other;
+    char err[256];
+    assert_int_equal(store_open(&m, &o, err, sizeof err), 0);
+    struct stat st;
+    assert_int_equal(stat(f->other, &st), 0);
+    assert_true((size_t)st.st_size < store_image_size); /* migrated: all in the WAL */
+    store_close(m);
+}
+
+/* The image gives the same schema, pragmas and seed as the migrations. */
+static void test_image_matches_migrations(void **state)
+{
+    fx *f = *state;
+    open_default(f);
+    store_close(f->s);
+    f->s = NULL;
+    create_empty_file(f->other);
+    store *m = NULL;
+    store_opts o = opts_for(f);
+    o.path = f->other;
+    char err[256];
+    assert_int_equal(store_open(&m, &o, err, sizeof err), 0);
+    store_close(m);
+    static char a[32768], b[32768];
+    for (size_t i = 0; i < sizeof same_sql / sizeof same_sql[0]; i++) {
+        dump(f->path, same_sql[i], a, sizeof a);
+        dump(f->other, same_sql[i], b, sizeof b);
+        assert_true(strlen(a) > 2);
+        assert_string_equal(a, b);
+    }
+    dump(f->path, "PRAGMA integrity_check", a, sizeof a);
+    assert_string_equal(a, "ok|\n");
+    dump(f->path, "PRAGMA foreign_key_check", a, sizeof a);
+    assert_string_equal(a, "");
+    /* Per-database values: version-4 UUIDs, one creation time everywhere. */
+    dump(f->path,
+         "SELECT count(*) FROM personas WHERE length(id) = 36 AND id GLOB"
+         " '[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]-*-4*-[89ab]*-*'"
+         " AND id NOT GLOB '*[^0-9a-f-]*'",
+         a, sizeof a);
+    assert_string_equal(a, "2|\n");
+    dump(f->path,
+         "SELECT count(DISTINCT t) FROM (SELECT created_at AS t FROM personas UNION ALL"
+         " SELECT last_updated FROM persona_interaction_states UNION ALL"
+         " SELECT value FROM meta WHERE key = 'seeded_at')",
+         a, sizeof a);
+    assert_string_equal(a, "1|\n");
+    char t[64], now[40];
+    int y, mo, d, h, mi, sec, us;
+    dump(f->path, "SELECT value FROM meta WHERE key = 'seeded_at'", t, sizeof t);
+    store_now_iso(now);
+    assert_int_equal(sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%6d", &y, &mo, &d, &h, &mi, &sec, &us), 7);
+    assert_memory_equal(t, now, 10); /* today (UTC) */
+    assert_string_equal(t + 26, "+00:00|\n");
+}
+
+/* Each new database gets its own persona UUIDs. */
+static void test_image_ids_differ(void **state)
+{
+    fx *f = *state;
+    open_default(f);
+    store *m = NULL;
+    store_opts o = opts_for(f);
+    o.path = f->other;
+    char err[256];
+    assert_int_equal(store_open(&m, &o, err, sizeof err), 0);
+    store_close(m);
+    char a[256], b[256];
+    query_text(f->s, "SELECT group_concat(id) FROM personas", a, sizeof a);
+    dump(f->other, "SELECT group_concat(id) FROM personas", b, sizeof b);
+    assert_int_equal(strlen(a), 73);
+    assert_null(strstr(b, a));
+    assert_null(strstr(a, "00000000-0000-4000"));
+}
+
+static int memory_fn(store_conn *c, void *ctx)
+{
+    static const char sql[] = "INSERT INTO memories (id, persona_id, content, content_hash,"
+                              " memory_type, importance, base_importance, created_at, embedding)"
+                              " VALUES (?1, 'aria', ?2, 0, 'fact', 0.5, 0.5, 0, x'00')";
+    const char *const *v = ctx;
+    sqlite3_stmt *st = store_conn_stmt(c, sql);
+    if (!st) return SQLITE_ERROR;
+    sqlite3_bind_text(st, 1, v[0], -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, v[1], -1, SQLITE_STATIC);
+    return sqlite3_step(st);
+}
+
+/* FTS5 (its shadow tables come from the image) follows inserts, updates
+ * and deletes through the triggers and the queue of schema v5, and passes
+ * its own integrity check. */
+static const char FTS_FLUSH[] = /* what src/memory/mem_fts.c runs */
+    "INSERT INTO memories_fts (rowid, content) SELECT m.seq, m.content"
+    " FROM memories_fts_pending AS p JOIN memories AS m ON m.seq = p.seq;"
+    "DELETE FROM memories_fts_pending";
+
+static void test_image_fts_works(void **state)
+{
+    fx *f = *state;
+    store *s = open_default(f);
+    const char *m1[] = {"m1", "the bard sang of dragons"};
+    const char *m2[] = {"m2", "the scholar read about dragons"};
+    assert_int_equal(store_write(s, memory_fn, m1), SQLITE_OK);
+    assert_int_equal(store_write(s, memory_fn, m2), SQLITE_OK);
+    assert_int_equal(query_int(s, "SELECT count(*) FROM memories_fts_pending"), 2);
+    assert_int_equal(store_write(s, exec_fn, (void *)FTS_FLUSH), SQLITE_OK);
+    assert_int_equal(query_int(s, "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH "
+                                  "'dragons'"),
+                     2);
+    assert_int_equal(store_write(s, exec_fn,
+                                 "UPDATE memories SET content = 'a quiet song' WHERE id = 'm1';"
+                                 "DELETE FROM memories WHERE id = 'm2'"),
+                     SQLITE_OK);
+    assert_int_equal(query_int(s, "SELECT count(*) FROM memories_fts WHERE memories_fts MATCH "
+                                  "'dragons'"),
+                     0);
+    assert_int_equal(store_write(s, exec_fn, (void *)FTS_FLUSH), SQLITE_OK);
+    assert_int_equal(query_int(s, "SELECT rowid FROM memories_fts WHERE memories_fts MATCH "
+                                  "'quiet'"),
+                     query_int(s, "SELECT seq FROM memories WHERE id = 'm1'"));
+    assert_int_equal(store_write(s, exec_fn,
+                                 "INSERT INTO memories_fts (memories_fts, rank) VALUES"
+                                 " ('integrity-check', 1)"),
+                     SQLITE_OK);
+}
+
+/* A creation killed at any moment leaves no file, or a whole database
+ * that opens with its seed; never a partial one. */
+static void test_image_killed_creation(void **state)
+{
+    fx *f = *state;
+    srand(12345);
+    for (int i = 0; i < 40; i++) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            store *c = NULL;
+            store_opts o = opts_for(f);
+            char err[256];
+            _exit(store_open(&c, &o, err, sizeof err) == 0 ? 0 : 1);
+        }
+        struct timespec ts = {0, (long)(rand() % 1500) * 1000};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        open_default(f);
+        assert_int_equal(query_int(f->s, "SELECT count(*) FROM personas"), 2);
+        assert_int_equal(query_int(f->s, "SELECT count(*) FROM sqlite_master WHERE name ="
+                                         " 'memories_fts_data'"),
+                         1);
+        store_close(f->s);
+        f->s = NULL;
+        unlink_db(f->path);
+    }
+}
+
 /* ---- writer -------------------------------------------------------------- */
 
 static void test_write_commits(void **state)
@@ -682,15 +934,23 @@ static void test_pool_hits(void **state)
     assert_int_equal(st.pool_size, 5);
     assert_int_equal(st.pool_overflow, 10);
     assert_int_equal(st.checkouts, 10);
-    assert_int_equal(st.hits, 10);
-    assert_int_equal(st.misses, 0);
+    assert_int_equal(st.hits, 9);
+    assert_int_equal(st.misses, 1); /* a new database: none opened at start */
     assert_int_equal(st.waits, 0);
-    assert_int_equal(st.conns_open, 1); /* one opened at start, the rest on demand */
+    assert_int_equal(st.conns_open, 1);
     assert_int_equal(st.conns_idle, 1);
     assert_int_equal(st.conns_in_use, 0);
+    reopen(f); /* an existing database: one opened at start, the rest on demand */
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.conns_open, 1);
+    for (int i = 0; i < 10; i++) store_pool_put(f->s, store_pool_get(f->s));
+    store_get_stats(f->s, &st);
+    assert_int_equal(st.hits, 10);
+    assert_int_equal(st.misses, 0);
+    assert_int_equal(st.conns_open, 1);
 }
 
-/* Readers beyond the first open on demand and are then kept (pool_size). */
+/* Readers open on demand and are then kept (pool_size). */
 static void test_pool_opens_on_demand_then_keeps(void **state)
 {
     fx *f = *state;
@@ -700,14 +960,14 @@ static void test_pool_opens_on_demand_then_keeps(void **state)
     for (int i = 0; i < 5; i++) store_pool_put(s, c[i]);
     store_stats st;
     store_get_stats(s, &st);
-    assert_int_equal(st.hits, 1);
-    assert_int_equal(st.misses, 4);
+    assert_int_equal(st.hits, 0);
+    assert_int_equal(st.misses, 5);
     assert_int_equal(st.conns_open, 5);
     for (int i = 0; i < 5; i++) assert_non_null(c[i] = store_pool_get(s));
     for (int i = 0; i < 5; i++) store_pool_put(s, c[i]);
     store_get_stats(s, &st);
-    assert_int_equal(st.hits, 6);
-    assert_int_equal(st.misses, 4);
+    assert_int_equal(st.hits, 5);
+    assert_int_equal(st.misses, 5);
     assert_int_equal(st.conns_open, 5);
 }
 
@@ -741,8 +1001,8 @@ static void test_pool_overflow_wait_timeout(void **state)
     store_get_stats(s, &st);
     assert_int_equal(st.conns_open, 15);
     assert_int_equal(st.conns_in_use, 15);
-    assert_int_equal(st.hits, 1);
-    assert_int_equal(st.misses, 14);
+    assert_int_equal(st.hits, 0);
+    assert_int_equal(st.misses, 15);
 
     assert_null(store_pool_get(s)); /* the 16th */
     store_get_stats(s, &st);
@@ -946,6 +1206,11 @@ int main(void)
         T(test_v4_fts_triggers_migrate),
         T(test_bad_options_refused),
         T(test_now_iso),
+        T(test_image_creates_new_database),
+        T(test_image_matches_migrations),
+        T(test_image_ids_differ),
+        T(test_image_fts_works),
+        T(test_image_killed_creation),
         T(test_write_commits),
         T(test_failing_job_rolls_back_alone),
         T(test_job_rolling_back_group),
