@@ -45,6 +45,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -127,33 +128,103 @@ static char g_persona[128] = "";
 static uint64_t g_next_id = 100;
 static uint64_t g_counter;
 
-/* The tool call with id; arguments from the template. */
-static void build_call(buf *b, const char *tool, const char *tmpl, uint64_t id)
+/* Decimal digits of v at p; returns the length. */
+static size_t put_u64(char *p, uint64_t v)
 {
-    putf(b,
-         "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"tools/call\",\"params\":{\"name\":\"%s\","
-         "\"arguments\":",
-         (unsigned long long)id, tool);
-    uint64_t n = ++g_counter;
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static void put_num(buf *b, uint64_t v)
+{
+    reserve(b, 24);
+    b->len += put_u64(b->d + b->len, v);
+    b->d[b->len] = 0;
+}
+
+/* The call template, split once: the text before the id, the arguments in pieces
+ * (literal text, the counter, the persona id) and the closing braces. Building a call
+ * is then a few memcpy and two numbers, the same for every server. */
+enum { SEG_TEXT, SEG_N, SEG_PERSONA };
+static struct seg {
+    int kind;
+    const char *p;
+    size_t n;
+} g_segs[64];
+static int g_nsegs;
+static buf g_head; /* "...,"params":{"name":"TOOL","arguments": */
+
+static void compile_call(const char *tool, const char *tmpl)
+{
+    g_head.len = 0;
+    putf(&g_head, ",\"method\":\"tools/call\",\"params\":{\"name\":\"%s\",\"arguments\":", tool);
+    g_nsegs = 0;
     for (const char *p = tmpl; *p;) {
+        if (g_nsegs == (int)(sizeof g_segs / sizeof g_segs[0])) die("--args template too complex");
         if (!strncmp(p, "{n}", 3)) {
-            putf(b, "%llu", (unsigned long long)n);
+            g_segs[g_nsegs++] = (struct seg){SEG_N, NULL, 0};
             p += 3;
         } else if (!strncmp(p, "{persona}", 9)) {
-            put(b, g_persona, strlen(g_persona));
+            g_segs[g_nsegs++] = (struct seg){SEG_PERSONA, NULL, 0};
             p += 9;
         } else {
-            put(b, p, 1);
-            p++;
+            size_t n = 0;
+            while (p[n] && strncmp(p + n, "{n}", 3) && strncmp(p + n, "{persona}", 9)) n++;
+            g_segs[g_nsegs++] = (struct seg){SEG_TEXT, p, n};
+            p += n;
         }
+    }
+}
+
+/* The tool call with id (compile_call first); arguments from the template. */
+static void build_call(buf *b, uint64_t id)
+{
+    static const char pre[] = "{\"jsonrpc\":\"2.0\",\"id\":";
+    put(b, pre, sizeof pre - 1);
+    put_num(b, id);
+    put(b, g_head.d, g_head.len);
+    uint64_t n = ++g_counter;
+    for (int i = 0; i < g_nsegs; i++) {
+        const struct seg *sg = &g_segs[i];
+        if (sg->kind == SEG_TEXT)
+            put(b, sg->p, sg->n);
+        else if (sg->kind == SEG_N)
+            put_num(b, n);
+        else
+            put(b, g_persona, strlen(g_persona));
     }
     put(b, "}}", 2);
 }
 
-/* id of a JSON-RPC response (top level "id" key; the last one in the text wins, since
- * nested results may contain "id" keys first). */
+/* The last byte of p[0, n) that is not white space, or NULL. */
+static const char *last_nonspace(const char *p, size_t n)
+{
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\n' || p[n - 1] == '\r' || p[n - 1] == '\t')) n--;
+    return n ? p + n - 1 : NULL;
+}
+
+/* id of a JSON-RPC response (the top level "id" key). Fast path: a response that ends
+ * with "id":N} (both servers write the id last); the "id" member right before the
+ * closing brace of the whole text is necessarily a top-level one. Otherwise every
+ * "id": with a number is looked at and the last one wins, since nested results may
+ * contain "id" keys first. */
 static bool response_id(const char *p, size_t n, uint64_t *id)
 {
+    const char *e = last_nonspace(p, n);
+    if (e && *e == '}') {
+        const char *d = e;
+        while (d > p && d[-1] >= '0' && d[-1] <= '9') d--;
+        if (d < e && d - p >= 5 && !memcmp(d - 5, "\"id\":", 5)) {
+            *id = strtoull(d, NULL, 10);
+            return true;
+        }
+    }
     const char *best = NULL;
     for (const char *q = p; q && q < p + n;) {
         const char *k = memmem(q, (size_t)(p + n - q), "\"id\":", 5);
@@ -167,9 +238,31 @@ static bool response_id(const char *p, size_t n, uint64_t *id)
     return true;
 }
 
+/* The last "isError": in the final `window` bytes of p[0, n), or NULL. */
+static const char *tail_is_error(const char *p, size_t n, size_t window)
+{
+    if (n < 10) return NULL;
+    size_t from = n > window ? n - window : 0;
+    for (size_t i = n - 10 + 1; i-- > from;)
+        if (p[i] == '"' && !memcmp(p + i, "\"isError\":", 10)) return p + i;
+    return NULL;
+}
+
+/* A result without "isError":true. Fast path: "result" among the first 64 bytes and
+ * "isError" among the last 256 (where both servers write them: a tool result ends with
+ * isError, and only the id and "jsonrpc" follow it); else a search of the whole text. */
 static bool good_result(const char *p, size_t n)
 {
-    return memmem(p, n, "\"result\"", 8) && !memmem(p, n, "\"isError\":true", 14);
+    if (memmem(p, n < 64 ? n : 64, "\"result\":", 9)) {
+        const char *ie = tail_is_error(p, n, 256);
+        if (ie) {
+            const char *v = ie + 10;
+            return !(p + n - v >= 4 && !memcmp(v, "true", 4));
+        }
+    } else if (!memmem(p, n, "\"result\"", 8)) {
+        return false;
+    }
+    return !memmem(p, n, "\"isError\":true", 14);
 }
 
 /* utime + stime of a process (all threads), seconds; -1 when unknown. */
@@ -191,13 +284,22 @@ static double proc_cpu(int pid)
     return (double)(ut + stt) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Our own utime + stime, seconds. */
+static double self_cpu(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 /* ---- statistics ----------------------------------------------------------------------- */
 
 static struct {
     uint64_t *v;
     size_t n, cap;
     uint64_t calls, errors, reconnects, total, total_at_start;
-    double cpu0, cpu1;
+    double cpu0, cpu1, self0, self1; /* server's and our own CPU seconds */
     uint64_t measure_start, measure_end;
     bool reported;
 } st;
@@ -492,10 +594,12 @@ static bool hc_on_events(hconn *h, uint32_t ev, uint64_t t)
     if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         for (int rounds = 0; rounds < 64 && h->state != HC_CLOSED; rounds++) {
             reserve(&h->in, 65536);
-            ssize_t r = recv(h->fd, h->in.d + h->in.len, h->in.cap - h->in.len - 1, 0);
+            size_t room = h->in.cap - h->in.len - 1;
+            ssize_t r = recv(h->fd, h->in.d + h->in.len, room, 0);
             if (r > 0) {
                 h->in.len += (size_t)r;
                 if (!hc_parse(h, t)) return false;
+                if ((size_t)r < room) break; /* drained: epoll reports more (no EAGAIN read) */
                 continue;
             }
             if (r == 0) {
@@ -622,13 +726,20 @@ static void sio_flush(void)
 
 typedef void (*line_fn)(const char *line, size_t n, uint64_t t);
 
-/* Read what the server wrote; call fn per complete line. Waits at most timeout_ms. */
+/* Read what the server wrote; call fn per complete line. Waits at most timeout_ms.
+ * Syscalls per wake-up: epoll_wait, one read per 64 KiB that arrived (a short read means
+ * the pipe is drained: no read that ends in EAGAIN), and a write of the calls queued
+ * meanwhile; EPOLLOUT is armed only while a write is held up. */
+static bool g_in_armed;
 static void sio_poll(int timeout_ms, line_fn fn)
 {
     struct epoll_event evs[4];
     sio_flush();
-    struct epoll_event ev = {.events = EPOLLIN | (g_sin.len ? EPOLLOUT : 0), .data.fd = g_in};
-    epoll_ctl(g_ep, EPOLL_CTL_MOD, g_in, &ev);
+    if (g_in_armed != (g_sin.len != 0)) {
+        g_in_armed = g_sin.len != 0;
+        struct epoll_event ev = {.events = g_in_armed ? EPOLLOUT : 0, .data.fd = g_in};
+        epoll_ctl(g_ep, EPOLL_CTL_MOD, g_in, &ev);
+    }
     int n = epoll_wait(g_ep, evs, 4, timeout_ms);
     uint64_t t = now_ns();
     for (int i = 0; i < n; i++) {
@@ -638,9 +749,11 @@ static void sio_poll(int timeout_ms, line_fn fn)
         }
         for (int rounds = 0; rounds < 64; rounds++) {
             reserve(&g_sout, 65536);
-            ssize_t r = read(g_out, g_sout.d + g_sout.len, g_sout.cap - g_sout.len - 1);
+            size_t room = g_sout.cap - g_sout.len - 1;
+            ssize_t r = read(g_out, g_sout.d + g_sout.len, room);
             if (r > 0) {
                 g_sout.len += (size_t)r;
+                if ((size_t)r < room) break;
                 continue;
             }
             if (r == 0) die("the server closed its stdout");
@@ -649,11 +762,12 @@ static void sio_poll(int timeout_ms, line_fn fn)
         }
     }
     size_t start = 0;
-    for (size_t i = 0; i < g_sout.len; i++)
-        if (g_sout.d[i] == '\n') {
-            fn(g_sout.d + start, i - start, t);
-            start = i + 1;
-        }
+    if (!g_sout.len) return;
+    for (const char *nl; (nl = memchr(g_sout.d + start, '\n', g_sout.len - start));) {
+        size_t i = (size_t)(nl - g_sout.d);
+        fn(g_sout.d + start, i - start, t);
+        start = i + 1;
+    }
     memmove(g_sout.d, g_sout.d + start, g_sout.len - start);
     g_sout.len -= start;
 }
@@ -768,7 +882,7 @@ static void http_next(hconn *h, uint64_t t)
     if (t >= st.measure_end) return;
     g_call.len = 0;
     uint64_t id = g_next_id++;
-    build_call(&g_call, opt.tool, opt.args, id);
+    build_call(&g_call, id);
     hc_post(h, g_call.d, g_call.len, id);
 }
 
@@ -811,6 +925,7 @@ static int run_http(void)
     g_done = load_done;
     st.total_at_start = st.total;
     st.cpu0 = proc_cpu(opt.pid);
+    st.self0 = self_cpu();
     uint64_t t0 = now_ns();
     st.measure_start = t0 + (uint64_t)(opt.warmup * 1e9);
     st.measure_end = st.measure_start + (uint64_t)(opt.seconds * 1e9);
@@ -828,6 +943,7 @@ static int run_http(void)
         hc_loop_once(10);
     }
     st.cpu1 = proc_cpu(opt.pid);
+    st.self1 = self_cpu();
     for (int i = 0; i < C; i++)
         if (g_hc[i].busy) st.errors++;
     return 0;
@@ -850,7 +966,7 @@ static void stdio_next(uint64_t t)
 {
     uint64_t id = g_next_id++;
     g_call.len = 0;
-    build_call(&g_call, opt.tool, opt.args, id);
+    build_call(&g_call, id);
     struct slot *s = &g_slots[id % SLOTS];
     for (int probe = 0; probe < SLOTS && s->used; probe++)
         s = &g_slots[(id + (uint64_t)probe + 1) % SLOTS];
@@ -877,6 +993,7 @@ static int run_stdio(void)
     opt.pid = (int)g_child;
     st.total_at_start = st.total;
     st.cpu0 = proc_cpu(opt.pid);
+    st.self0 = self_cpu();
     uint64_t t0 = now_ns();
     st.measure_start = t0 + (uint64_t)(opt.warmup * 1e9);
     st.measure_end = st.measure_start + (uint64_t)(opt.seconds * 1e9);
@@ -889,6 +1006,7 @@ static int run_stdio(void)
         sio_poll(10, load_line);
     }
     st.cpu1 = proc_cpu(opt.pid);
+    st.self1 = self_cpu();
     st.errors += (uint64_t)g_outstanding;
     close(g_in);
     int status = 0;
@@ -978,18 +1096,21 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    compile_call(opt.tool, opt.args);
     int rc = http ? run_http() : run_stdio();
     if (st.n) qsort(st.v, st.n, sizeof *st.v, cmp_u64);
     double rps = (double)st.calls / opt.seconds;
     uint64_t done = st.total - st.total_at_start;
     double cpu_us =
         st.cpu0 >= 0 && st.cpu1 >= 0 && done ? (st.cpu1 - st.cpu0) * 1e6 / (double)done : -1;
+    double self_us = done ? (st.self1 - st.self0) * 1e6 / (double)done : -1;
     printf("RESULT mode=%s tool=%s conns=%d inflight=%d seconds=%.1f calls=%llu rps=%.1f "
            "p50_us=%.1f p90_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f errors=%llu "
-           "reconnects=%llu total=%llu server_cpu_us_per_call=%.1f\n",
+           "reconnects=%llu total=%llu server_cpu_us_per_call=%.1f "
+           "client_cpu_us_per_call=%.1f\n",
            opt.mode, opt.tool, http ? opt.conns : 1, http ? 1 : opt.inflight, opt.seconds,
            (unsigned long long)st.calls, rps, pct_us(0.5), pct_us(0.9), pct_us(0.99), pct_us(0.999),
            st.n ? (double)st.v[st.n - 1] / 1000.0 : 0, (unsigned long long)st.errors,
-           (unsigned long long)st.reconnects, (unsigned long long)st.total, cpu_us);
+           (unsigned long long)st.reconnects, (unsigned long long)st.total, cpu_us, self_us);
     return rc || st.errors || !st.calls ? 1 : 0;
 }

@@ -9,7 +9,11 @@
 #   throughput: BENCH_CONNS HTTP connections, one call in flight each / BENCH_INFLIGHT
 #               calls in flight on the stdio pipe: calls/s
 # Runs alternate between the two servers; each cell runs BENCH_REPEAT times and the run
-# with the median calls/s is reported. Server CPU per call comes from /proc/PID/stat.
+# with the median calls/s is reported. Server CPU per call comes from /proc/PID/stat, the
+# client's own (bench_mcp, the same code for both servers) from getrusage.
+# The throughput shape stays at 8: at 32 and 128 calls in flight on the pipe the SDK's
+# stdio transport spent more CPU per call (43 -> 68-80 us, with MaxListenersExceeded
+# warnings from its drain listeners), so a deeper pipeline would flatter persona-mcp.
 # persona-mcp gets BENCH_MEMORIES memories of persona "bench" (memory_store calls, untimed);
 # the SDK peer generates the same number in memory with a similar built-in embedder.
 #
@@ -166,18 +170,20 @@ PIDS=()
 
 # --- summary ----------------------------------------------------------------------------------------
 echo
-printf '%-6s %-14s %-11s | %9s %8s %8s %7s | %9s %8s %8s %7s | %7s\n' transport tool shape \
-    "pmcp c/s" "p50 us" "p99 us" "cpu us" "sdk c/s" "p50 us" "p99 us" "cpu us" ratio
+printf '%-6s %-14s %-11s | %9s %8s %8s %7s %6s | %9s %8s %8s %7s %6s | %7s\n' transport tool shape \
+    "pmcp c/s" "p50 us" "p99 us" "cpu us" "cli us" "sdk c/s" "p50 us" "p99 us" "cpu us" "cli us" ratio
 for tr in http stdio; do
     for tool in persona_get memory_search; do
         for shape in latency throughput; do
             a=${LINE[persona-mcp/$tr/$tool/$shape]}; b=${LINE[sdk/$tr/$tool/$shape]}
             ra=$(field "$a" rps); rb=$(field "$b" rps)
             ratio=$(awk -v a="$ra" -v b="$rb" 'BEGIN { printf "%.1fx", (b > 0 ? a / b : 0) }')
-            printf '%-6s %-14s %-11s | %9s %8s %8s %7s | %9s %8s %8s %7s | %7s\n' "$tr" "$tool" \
+            printf '%-6s %-14s %-11s | %9s %8s %8s %7s %6s | %9s %8s %8s %7s %6s | %7s\n' "$tr" "$tool" \
                 "$shape$( [[ $shape == throughput ]] && { [[ $tr == http ]] && echo " c$CONNS" || echo " p$INFLIGHT"; } )" \
                 "$ra" "$(field "$a" p50_us)" "$(field "$a" p99_us)" "$(field "$a" server_cpu_us_per_call)" \
-                "$rb" "$(field "$b" p50_us)" "$(field "$b" p99_us)" "$(field "$b" server_cpu_us_per_call)" "$ratio"
+                "$(field "$a" client_cpu_us_per_call)" \
+                "$rb" "$(field "$b" p50_us)" "$(field "$b" p99_us)" "$(field "$b" server_cpu_us_per_call)" \
+                "$(field "$b" client_cpu_us_per_call)" "$ratio"
             echo "mcp.$tr.$tool.$shape.pmcp_rps=$ra mcp.$tr.$tool.$shape.sdk_rps=$rb mcp.$tr.$tool.$shape.ratio=${ratio%x} mcp.$tr.$tool.$shape.pmcp_p99_us=$(field "$a" p99_us) mcp.$tr.$tool.$shape.pmcp_reconnects=$(field "$a" reconnects) mcp.$tr.$tool.$shape.sdk_reconnects=$(field "$b" reconnects)" >>"$TMP/kv"
         done
     done

@@ -4,8 +4,10 @@
 #include "lib/util.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -60,6 +62,31 @@ void util_uuid7(char out[40])
     uuid_text(b, out);
 }
 
+/* Civil date (proleptic Gregorian) of a day count from 1970-01-01: eras of
+ * 400 years (146,097 days) starting on March 1, so the leap day is the last
+ * day of a year; no table, no lock. */
+static void civil_from_days(int64_t days, int64_t *y, int *m, int *d)
+{
+    days += 719468; /* 0000-03-01 -> 1970-01-01 */
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    int64_t doe = days - era * 146097;                                   /* [0, 146096] */
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* [0, 365] */
+    int64_t mp = (5 * doy + 2) / 153;                                    /* [0, 11], March = 0 */
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* v as exactly n decimal digits (v < 10^n) at p; returns p + n. */
+static char *put_digits(char *p, long v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v /= 10) p[i] = (char)('0' + v % 10);
+    return p + n;
+}
+
+/* Formatted by hand, not with gmtime_r() + snprintf(): glibc's gmtime_r
+ * takes a process-wide lock, and search results format two times per row. */
 void util_iso_time(double epoch, char out[40], bool z)
 {
     double whole = floor(epoch);
@@ -68,11 +95,31 @@ void util_iso_time(double epoch, char out[40], bool z)
         whole += 1;
         usec -= 1000000;
     }
-    time_t t = (time_t)whole;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%06ld%s", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, usec, z ? "Z" : "+00:00");
+    int64_t t = (int64_t)whole;
+    int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+    long sod = (long)(t - days * 86400);
+    int64_t y;
+    int mon, mday;
+    civil_from_days(days, &y, &mon, &mday);
+    if (y < 0 || y > 9999) { /* outside what four digits hold: the general path */
+        snprintf(out, 40, "%04lld-%02d-%02dT%02ld:%02ld:%02ld.%06ld%s", (long long)y, mon, mday,
+                 sod / 3600, sod / 60 % 60, sod % 60, usec, z ? "Z" : "+00:00");
+        return;
+    }
+    char *p = put_digits(out, (long)y, 4);
+    *p++ = '-';
+    p = put_digits(p, mon, 2);
+    *p++ = '-';
+    p = put_digits(p, mday, 2);
+    *p++ = 'T';
+    p = put_digits(p, sod / 3600, 2);
+    *p++ = ':';
+    p = put_digits(p, sod / 60 % 60, 2);
+    *p++ = ':';
+    p = put_digits(p, sod % 60, 2);
+    *p++ = '.';
+    p = put_digits(p, usec, 6);
+    memcpy(p, z ? "Z" : "+00:00", z ? 2 : 7);
 }
 
 uint64_t util_hash64(const void *data, size_t n)

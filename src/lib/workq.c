@@ -1,6 +1,13 @@
 /*
  * workq.c - mutex + condition variable FIFO shared by N threads. Nodes are
  * recycled through a free list so steady-state pushes do not malloc.
+ *
+ * Wake-ups: a push signals only when a worker sleeps that no earlier push
+ * has already signalled (sleeping > woken), and it signals after dropping
+ * the mutex, so the woken worker does not block at once on the mutex the
+ * pusher still holds. A worker that finishes a job takes the next one
+ * without sleeping. No wake-up is lost: a worker checks the queue under the
+ * mutex before it sleeps.
  */
 #include "lib/workq.h"
 
@@ -19,6 +26,7 @@ struct workq {
     pthread_cond_t cv;
     wq_node *head, *tail, *free;
     size_t depth;
+    int sleeping, woken; /* workers in cond_wait; signals not yet consumed */
     bool stopping;
     int nthreads;
     pthread_t *threads;
@@ -38,7 +46,12 @@ static void *worker_main(void *p)
     workq *q = p;
     pthread_mutex_lock(&q->mu);
     for (;;) {
-        while (!q->head && !q->stopping) pthread_cond_wait(&q->cv, &q->mu);
+        while (!q->head && !q->stopping) {
+            q->sleeping++;
+            pthread_cond_wait(&q->cv, &q->mu);
+            q->sleeping--;
+            if (q->woken) q->woken--;
+        }
         if (!q->head) break; /* stopping and drained */
         wq_node *n = take(q);
         pthread_mutex_unlock(&q->mu);
@@ -81,8 +94,10 @@ void workq_push(workq *q, workq_fn fn, void *arg)
         q->head = n;
     q->tail = n;
     q->depth++;
-    pthread_cond_signal(&q->cv);
+    bool wake = q->sleeping > q->woken;
+    if (wake) q->woken++;
     pthread_mutex_unlock(&q->mu);
+    if (wake) pthread_cond_signal(&q->cv);
 }
 
 size_t workq_depth(workq *q)

@@ -491,6 +491,72 @@ static void test_writer_escaping(void **state)
     jw_free(&w);
 }
 
+/* Escapes valid UTF-8 text the plain way, one byte at a time. */
+static size_t escape_ref(const char *in, size_t n, char *out)
+{
+    size_t o = 0;
+    out[o++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+        const char *short_esc = c == '"'    ? "\\\""
+                                : c == '\\' ? "\\\\"
+                                : c == '\n' ? "\\n"
+                                : c == '\r' ? "\\r"
+                                : c == '\t' ? "\\t"
+                                : c == '\b' ? "\\b"
+                                : c == '\f' ? "\\f"
+                                            : NULL;
+        if (short_esc) {
+            memcpy(out + o, short_esc, 2);
+            o += 2;
+        } else if (c < 0x20) {
+            o += (size_t)sprintf(out + o, "\\u%04x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    out[o] = 0;
+    return o;
+}
+
+/* Random strings dense in quotes, backslashes, controls and multi-byte
+ * characters, at every offset of the 16- and 8-byte steps of the plain-run
+ * scan, against the byte-by-byte reference. */
+static void test_writer_escaping_random(void **state)
+{
+    (void)state;
+    static const char *const pieces[] = {
+        "a",         "\"",     "\\",   "\n",       "\x01",
+        "\x1f",      " ",      "\x7f", "\xC3\xA9", "\xF0\x9F\x98\x80",
+        "xyzxyzxyz", "{\"k\":"};
+    uint64_t r = 0x243F6A8885A308D3ULL;
+    char in[512], want[4096];
+    jw w;
+    jw_init(&w, 0, 0);
+    for (int t = 0; t < 20000; t++) {
+        size_t n = 0;
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        int parts = (int)(r % 48);
+        for (int k = 0; k < parts; k++) {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            const char *pc = pieces[r % (sizeof pieces / sizeof pieces[0])];
+            memcpy(in + n, pc, strlen(pc));
+            n += strlen(pc);
+        }
+        size_t wn = escape_ref(in, n, want);
+        jw_reset(&w);
+        jw_strn(&w, in, n);
+        if (jw_size(&w) != wn || memcmp(jw_data(&w), want, wn) != 0)
+            fail_msg("case %d: got %.*s, want %s", t, (int)jw_size(&w), jw_data(&w), want);
+    }
+    jw_free(&w);
+}
+
 static void test_writer_invalid_utf8(void **state)
 {
     (void)state;
@@ -842,6 +908,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_arena, setup, teardown),
         cmocka_unit_test_setup_teardown(test_arena_reuse_across_parses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_escaping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_writer_escaping_random, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_invalid_utf8, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_commas, setup, teardown),
         cmocka_unit_test_setup_teardown(test_writer_ints, setup, teardown),

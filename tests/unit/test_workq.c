@@ -336,6 +336,41 @@ static void test_stop_right_after_push(void **state)
     free(c.runs);
 }
 
+/* Pushes that come while the workers sleep, in bursts of 1 to 4, each burst
+ * waited for before the next: a push signals only a worker no earlier push
+ * signalled, so a lost wake-up would leave a burst unrun (without
+ * workq_stop, which would run it) and time out here. */
+static void test_bursts_wake_sleeping_workers(void **state)
+{
+    (void)state;
+    enum { ROUNDS = 300, MAXB = 4 };
+    counters c = {.runs = calloc(ROUNDS * MAXB, sizeof(atomic_int))};
+    job *jobs = calloc(ROUNDS * MAXB, sizeof *jobs);
+    assert_non_null(c.runs);
+    assert_non_null(jobs);
+    workq *q = workq_start(3);
+    int pushed = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        int burst = 1 + r % MAXB;
+        for (int b = 0; b < burst; b++, pushed++) {
+            jobs[pushed] = (job){&c, pushed};
+            workq_push(q, count_job, &jobs[pushed]);
+        }
+        struct timespec t0, t1, nap = {0, 50000};
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        while (atomic_load(&c.total) < pushed) {
+            nanosleep(&nap, NULL);
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            if (t1.tv_sec - t0.tv_sec > 10) fail_msg("round %d: burst of %d not run", r, burst);
+        }
+        if (r % 3 == 0) nanosleep(&(struct timespec){0, 200000}, NULL); /* let them sleep */
+    }
+    workq_stop(q);
+    assert_int_equal(atomic_load(&c.total), pushed);
+    free(jobs);
+    free(c.runs);
+}
+
 static void test_thread_count_edge_cases(void **state)
 {
     (void)state;
@@ -366,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_depth_counts_waiting_jobs),
         cmocka_unit_test(test_stop_drains_queued_jobs),
         cmocka_unit_test(test_stop_right_after_push),
+        cmocka_unit_test(test_bursts_wake_sleeping_workers),
         cmocka_unit_test(test_thread_count_edge_cases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
