@@ -24,8 +24,9 @@
  * Design: one thread, one epoll set, non-blocking sockets. A request is handled when
  * its head and Content-Length body are in (Expect: 100-continue is answered). A
  * stream is a connection in the streaming state with its next token's due time
- * (CLOCK_MONOTONIC ns) in a binary min-heap; a timerfd armed (absolute, ns) at the
- * heap's top wakes the loop, which writes every due token, each with one send() as
+ * (CLOCK_MONOTONIC ns) in a binary min-heap; the loop sleeps in epoll_pwait2 until the
+ * heap's top is due (a nanosecond timeout: no timer descriptor to arm and read, so a
+ * token costs one wakeup and one send), then writes every due token, each with one send() as
  * soon as it is formatted (its stamp and the clock reading for its lag are taken just
  * before). The schedule lag of a token is its write time minus its due time (start +
  * first_token + i * delay). A client that closes mid-stream ends the stream ("aborted").
@@ -50,7 +51,6 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -155,10 +155,9 @@ struct rec {
 };
 
 static struct {
-    int ep, lfd, tfd;
+    int ep, lfd;
     conn **heap;
     size_t nheap, heap_cap;
-    uint64_t armed;
     rec *recs; /* ring of opt.max_records */
     size_t rec_head, nrecs;
     uint64_t next_id;
@@ -564,11 +563,15 @@ static void run_due(void)
         if (c->due_ns > mono_ns()) break;
         if (!tick(c)) conn_close(c);
     }
-    uint64_t due = G.nheap ? G.heap[0]->due_ns : 0;
-    if (due == G.armed) return;
-    struct itimerspec its = {.it_value = {(time_t)(due / 1000000000u), (long)(due % 1000000000u)}};
-    timerfd_settime(G.tfd, TFD_TIMER_ABSTIME, &its, NULL);
-    G.armed = due;
+}
+
+/* epoll_pwait2's timeout: until the next token is due (at most a second). */
+static struct timespec wait_time(void)
+{
+    uint64_t now = mono_ns(), wait = 1000000000u;
+    if (G.nheap) wait = G.heap[0]->due_ns > now ? G.heap[0]->due_ns - now : 0;
+    if (wait > 1000000000u) wait = 1000000000u;
+    return (struct timespec){(time_t)(wait / 1000000000u), (long)(wait % 1000000000u)};
 }
 
 /* ---- requests ---------------------------------------------------------------------------- */
@@ -1061,7 +1064,7 @@ int main(int argc, char **argv)
         rl.rlim_cur = rl.rlim_max; /* a thousand streams need a thousand sockets */
         setrlimit(RLIMIT_NOFILE, &rl);
     }
-    prctl(PR_SET_TIMERSLACK, 1UL); /* timerfd wakeups on time, not up to 50 us late */
+    prctl(PR_SET_TIMERSLACK, 1UL); /* timed wakeups on time, not up to 50 us late */
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGTERM, &sa, NULL);
@@ -1069,7 +1072,6 @@ int main(int argc, char **argv)
     if (!(G.recs = calloc((size_t)opt.max_records, sizeof *G.recs))) abort();
     G.started = wall_now();
     G.ep = epoll_create1(EPOLL_CLOEXEC);
-    G.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if ((G.lfd = listen_on(opt.port)) < 0) {
         fprintf(stderr, "bench_fake_llm: cannot listen on 127.0.0.1:%d: %s\n", opt.port,
                 strerror(errno));
@@ -1077,25 +1079,19 @@ int main(int argc, char **argv)
     }
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &G.lfd};
     epoll_ctl(G.ep, EPOLL_CTL_ADD, G.lfd, &ev);
-    ev.data.ptr = &G.tfd;
-    epoll_ctl(G.ep, EPOLL_CTL_ADD, G.tfd, &ev);
     if (opt.port_file && write_port_file(opt.port_file, opt.port) < 0) {
         fprintf(stderr, "bench_fake_llm: cannot write %s\n", opt.port_file);
         return 2;
     }
     struct epoll_event evs[512];
     while (!g_stop) {
-        int n = epoll_wait(G.ep, evs, 512, 1000);
+        struct timespec ts = wait_time();
+        int n = epoll_pwait2(G.ep, evs, 512, &ts, NULL);
         for (int i = 0; i < n; i++) {
-            if (evs[i].data.ptr == &G.lfd) {
+            if (evs[i].data.ptr == &G.lfd)
                 accept_all();
-            } else if (evs[i].data.ptr == &G.tfd) {
-                uint64_t x;
-                if (read(G.tfd, &x, sizeof x) < 0) { /* EAGAIN: re-armed meanwhile */
-                }
-            } else {
+            else
                 on_conn(evs[i].data.ptr, evs[i].events);
-            }
         }
         run_due();
     }
