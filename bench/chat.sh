@@ -12,7 +12,8 @@
 #      request path + first-token relay (p50, p99); also the plain TTFT difference
 #   3. per token: server CPU per relayed token, relay latency through persona-mcp vs direct
 #   4. N concurrent streams (default 1,000 at 20 tokens/s over 50 WebSocket connections):
-#      per-token relay latency p50/p99 (arrival - the fake's stamp)
+#      per-token relay latency p50/p99 (arrival - the fake's stamp), and p99 of the
+#      steady phase alone (every stream started, none ended: no chat set-up or store)
 # Each step runs BENCH_REPEAT times; each key's median over the runs is reported.
 #
 # usage: bench/chat.sh [BUILD_DIR]        (default build-rel, relative to the repo root)
@@ -160,6 +161,7 @@ END {
     row("  token relay p50 ms", f(num("chat.streams.relay_p50_ms"), 3), f(num("chat.fake.relay_p50_ms"), 3), f(num("chat.streams.relay_p50_ms") - num("chat.fake.relay_p50_ms"), 3))
     row("  token relay p99 ms", f(num("chat.streams.relay_p99_ms"), 3), f(num("chat.fake.relay_p99_ms"), 3), f(num("chat.streams.relay_p99_ms") - num("chat.fake.relay_p99_ms"), 3))
     row("  token relay max ms", f(num("chat.streams.relay_max_ms"), 1), f(num("chat.fake.relay_max_ms"), 1), "")
+    row("  token relay p99 ms, steady phase only", f(num("chat.streams.steady_relay_p99_ms"), 3), f(num("chat.fake.steady_relay_p99_ms"), 3), "")
     row("  fake schedule lag p99 ms", f(num("chat.streams.fake_schedule_lag_p99_ms"), 2), f(num("chat.fake.fake_schedule_lag_p99_ms"), 2), "")
     row("  server CPU us per token (incl. chats)", f(num("chat.streams.server_cpu_us_per_token"), 1), "", "")
     row("load average before / after", v["loadavg.before"] " / " v["loadavg.after"], "", "")
