@@ -141,6 +141,7 @@ typedef struct conn {
     size_t heap_i;
     int prompt_tokens;
     char model[128];
+    struct conn *prev, *next; /* open connections (freed at exit) */
 } conn;
 
 struct rec {
@@ -156,6 +157,7 @@ struct rec {
 
 static struct {
     int ep, lfd;
+    conn *conns;
     conn **heap;
     size_t nheap, heap_cap;
     rec *recs; /* ring of opt.max_records */
@@ -912,6 +914,11 @@ static void conn_close(conn *c)
     epoll_ctl(G.ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     G.open_conns--;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        G.conns = c->next;
+    if (c->next) c->next->prev = c->prev;
     free(c->in.p);
     free(c->out.p);
     free(c);
@@ -928,6 +935,9 @@ static void accept_all(void)
         if (!c) abort();
         c->fd = fd;
         c->heap_i = (size_t)-1;
+        c->next = G.conns;
+        if (G.conns) G.conns->prev = c;
+        G.conns = c;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
         epoll_ctl(G.ep, EPOLL_CTL_ADD, fd, &ev);
         G.open_conns++;
@@ -1095,5 +1105,12 @@ int main(int argc, char **argv)
         }
         run_due();
     }
+    while (G.conns) conn_close(G.conns);
+    records_clear();
+    free(G.recs);
+    free(G.heap);
+    free(G.lag);
+    close(G.lfd);
+    close(G.ep);
     return 0;
 }
