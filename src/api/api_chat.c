@@ -9,7 +9,10 @@
  * stream_chunk..., stream_complete | stream_cancelled | stream_error), all
  * with the request's id and the event inside "result" (§11 item 4); it
  * does not hold the connection, so other requests - persona.chat_cancel
- * among them - are answered while it runs. A client that disconnects
+ * among them - are answered while it runs. stream_start is built at once
+ * but leaves only when the backend request has been handed over (on_sent),
+ * so that its frame does not compete with the request for the CPU; it is
+ * still the first event (a chunk or the end that comes sooner sends it). A client that disconnects
  * cancels its chats, which aborts the backend request.
  */
 #include <math.h>
