@@ -25,7 +25,12 @@
  *   streams   N concurrent chat streams over C WebSocket connections, T tokens each at
  *          --delay-ms (20 tokens/s = 50 ms), starts staggered over --ramp-ms (so the
  *          streams do not tick in lock step). Per token relay p50/p99/max; completed
- *          streams and tokens; the fake's schedule lag and peak active streams.
+ *          streams and tokens; the fake's schedule lag and peak active streams; and the
+ *          relay p99 of the "steady" tokens alone (stamped after every stream started and
+ *          before the first one ends), i.e. without the bursts of chats being set up
+ *          (memory search, prompt) and stored at the start and the end.
+ *
+ * BENCH_CHAT_DUMP=FILE writes "stamp relay_seconds" for every token received.
  *   fake-streams   The same N streams sent directly to the fake on N HTTP connections:
  *          whether the fake (and this client) sustain the load at all.
  *
@@ -160,7 +165,13 @@ typedef struct stream {
     char nonce[32];
 } stream;
 
-static samples g_relay;    /* arrival - stamp of every token, seconds */
+static samples g_relay; /* arrival - stamp of every token, seconds */
+static FILE *g_dump;    /* BENCH_CHAT_DUMP: "stamp relay" per token */
+/* streams mode: tokens stamped inside [g_steady_from, g_steady_to] (wall seconds), when
+ * every stream has started and none has ended yet, are also kept apart: the relay while
+ * no chat is being set up or stored */
+static samples g_steady;
+static double g_steady_from, g_steady_to;
 static unsigned g_run_tag; /* makes this run's nonces unique among the fake's records */
 static double g_run_start;
 static int g_bad_stamps;
@@ -178,6 +189,8 @@ static void on_token(stream *s, double stamp, uint64_t t, double wall)
     }
     s->tokens++;
     add(&g_relay, wall - stamp);
+    if (stamp >= g_steady_from && stamp <= g_steady_to) add(&g_steady, wall - stamp);
+    if (g_dump) fprintf(g_dump, "%.6f %.6f\n", stamp, wall - stamp);
 }
 
 /* ---- HTTP/1.1 streaming client for the fake ------------------------------------------- */
@@ -887,6 +900,9 @@ static int mode_streams(bool direct)
     g_relay.n = 0;
     double cpu0 = server_cpu();
     uint64_t t0 = ws_now_ns();
+    g_steady.n = 0;
+    g_steady_from = wall_now() + (opt.ramp_ms + opt.first_token_ms + 2 * opt.delay_ms) / 1000.0;
+    g_steady_to = wall_now() + (opt.first_token_ms + (opt.tokens - 2) * opt.delay_ms) / 1000.0;
     int started = 0;
     double duration = opt.ramp_ms / 1000.0 + opt.first_token_ms / 1000.0 +
                       (double)opt.tokens * opt.delay_ms / 1000.0;
@@ -974,6 +990,9 @@ static int mode_streams(bool direct)
         pct(&g_relay, .999) * 1e3, prefix, pct(&g_relay, 1) * 1e3);
     printf("%s.ttft_p50_ms=%.2f\n%s.ttft_p99_ms=%.2f\n", prefix, pct(&ttft, .5), prefix,
            pct(&ttft, .99));
+    /* the steady phase exists when the streams outlast the ramp */
+    printf("%s.steady_tokens=%zu\n%s.steady_relay_p99_ms=%.3f\n", prefix, g_steady.n, prefix,
+           g_steady.n ? pct(&g_steady, .99) * 1e3 : -1);
     if (!direct && opt.pid > 0)
         printf("%s.server_cpu_s=%.2f\n%s.server_cpu_us_per_token=%.1f\n", prefix, cpu, prefix,
                tokens ? cpu * 1e6 / (double)tokens : 0);
@@ -1085,6 +1104,8 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    const char *dump = getenv("BENCH_CHAT_DUMP"); /* every token's stamp and relay latency */
+    if (dump && *dump && !(g_dump = fopen(dump, "w"))) die("cannot write %s", dump);
     if (!strcmp(opt.mode, "ttft")) return mode_ttft();
     if (!strcmp(opt.mode, "cpu")) return mode_cpu();
     if (!strcmp(opt.mode, "streams")) return mode_streams(false);

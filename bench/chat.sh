@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # LLM streaming benchmark (issue 4): what persona-mcp adds to time to first token and to
 # each token's delivery, and how many concurrent streams it sustains, measured against
-# the fake LLM (tests/fake_llm.py, Ollama dialect, tokens stamped with their send time)
-# reached directly by bench/bench_chat.c in the same run.
+# a fake LLM (Ollama dialect, tokens stamped with their send time) reached directly by
+# bench/bench_chat.c in the same run. The fake is bench/bench_fake_llm.c (C, a few us of
+# CPU per token) unless BENCH_FAKE=python picks tests/fake_llm.py (the tests' fake,
+# ~30 us per token, whose own lag shows at 1,000 streams on 2 cores).
 #
 #   1. the fake alone: N concurrent streams straight from the fake (can it sustain them?)
 #   2. TTFT: persona.chat_stream vs the same request (the body persona-mcp sent) straight
@@ -10,12 +12,14 @@
 #      request path + first-token relay (p50, p99); also the plain TTFT difference
 #   3. per token: server CPU per relayed token, relay latency through persona-mcp vs direct
 #   4. N concurrent streams (default 1,000 at 20 tokens/s over 50 WebSocket connections):
-#      per-token relay latency p50/p99 (arrival - the fake's stamp)
+#      per-token relay latency p50/p99 (arrival - the fake's stamp), and p99 of the
+#      steady phase alone (every stream started, none ended: no chat set-up or store)
 # Each step runs BENCH_REPEAT times; each key's median over the runs is reported.
 #
 # usage: bench/chat.sh [BUILD_DIR]        (default build-rel, relative to the repo root)
 # env:   BENCH_REPEAT=3 BENCH_TTFT_N=200 BENCH_FIRST_TOKEN_MS=20 BENCH_STREAMS=1000
 #        BENCH_CONNS=50 BENCH_TOKENS=100 BENCH_DELAY_MS=50 BENCH_RAMP_MS=1000
+#        BENCH_FAKE=c|python (default c)
 # exit:  0 all targets met, 1 a target missed or a run failed, 2 setup failure.
 # Targets (issue 4): TTFT added p50 < 1 ms and p99 < 5 ms; 1,000 streams at 20 tokens/s
 # with added latency per token p99 < 5 ms (every stream complete).
@@ -33,6 +37,7 @@ TOKENS=${BENCH_TOKENS:-100}
 DELAY=${BENCH_DELAY_MS:-50}
 RAMP=${BENCH_RAMP_MS:-1000}
 PY=/usr/bin/python3
+FAKE_KIND=${BENCH_FAKE:-c}
 
 TMP=$(mktemp -d /tmp/pmcp-chat.XXXXXX)
 PIDS=()
@@ -54,7 +59,11 @@ fail() { echo "chat.sh: $*" >&2; exit 2; }
 
 BENCH="$BUILD/bench/bench_chat"
 PMCP="$BUILD/persona-mcp"
-FAKE="$ROOT/tests/fake_llm.py"
+case $FAKE_KIND in
+    c) FAKE="$BUILD/bench/bench_fake_llm" FAKE_CMD=("$FAKE") ;;
+    python) FAKE="$ROOT/tests/fake_llm.py" FAKE_CMD=("$PY" "$FAKE") ;;
+    *) fail "BENCH_FAKE must be c or python" ;;
+esac
 [[ -x $BENCH ]] || fail "$BENCH not found (build: cmake -S . -B $BUILD -DCMAKE_BUILD_TYPE=Release -DPMCP_TESTS=OFF && cmake --build $BUILD -j2)"
 [[ -x $PMCP ]] || fail "$PMCP not found"
 [[ -f $FAKE ]] || fail "$FAKE not found"
@@ -75,7 +84,7 @@ medians() {
     }' "$@"
 }
 
-"$PY" "$FAKE" --port 0 --port-file "$TMP/fake.port" --max-records 20000 2>"$TMP/fake.log" &
+"${FAKE_CMD[@]}" --port 0 --port-file "$TMP/fake.port" --max-records 20000 2>"$TMP/fake.log" &
 FPID=$!; PIDS+=("$FPID")
 FPORT=$(wait_port "$TMP/fake.port" "$FPID")
 "$PMCP" --host 127.0.0.1 --port 0 --port-file "$TMP/pmcp.port" --data-dir "$TMP/data" \
@@ -85,7 +94,7 @@ SPID=$!; PIDS+=("$SPID")
 PORT=$(wait_port "$TMP/pmcp.port" "$SPID")
 
 echo "# chat.sh $(date -u +%FT%TZ) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-echo "# $(build_source); build $BUILD; fake: $FAKE ($($PY --version 2>&1))"
+echo "# $(build_source); build $BUILD; fake: $FAKE$([[ $FAKE_KIND == python ]] && echo " ($($PY --version 2>&1))")"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg); $REPEAT run(s) per step, medians reported"
 if awk '{exit !($1 > 0.5)}' /proc/loadavg; then
     echo "# WARNING: machine not idle (load average > 0.5); latency tails will be noisy"
@@ -152,6 +161,7 @@ END {
     row("  token relay p50 ms", f(num("chat.streams.relay_p50_ms"), 3), f(num("chat.fake.relay_p50_ms"), 3), f(num("chat.streams.relay_p50_ms") - num("chat.fake.relay_p50_ms"), 3))
     row("  token relay p99 ms", f(num("chat.streams.relay_p99_ms"), 3), f(num("chat.fake.relay_p99_ms"), 3), f(num("chat.streams.relay_p99_ms") - num("chat.fake.relay_p99_ms"), 3))
     row("  token relay max ms", f(num("chat.streams.relay_max_ms"), 1), f(num("chat.fake.relay_max_ms"), 1), "")
+    row("  token relay p99 ms, steady phase only", f(num("chat.streams.steady_relay_p99_ms"), 3), f(num("chat.fake.steady_relay_p99_ms"), 3), "")
     row("  fake schedule lag p99 ms", f(num("chat.streams.fake_schedule_lag_p99_ms"), 2), f(num("chat.fake.fake_schedule_lag_p99_ms"), 2), "")
     row("  server CPU us per token (incl. chats)", f(num("chat.streams.server_cpu_us_per_token"), 1), "", "")
     row("load average before / after", v["loadavg.before"] " / " v["loadavg.after"], "", "")

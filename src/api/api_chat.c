@@ -9,10 +9,15 @@
  * stream_chunk..., stream_complete | stream_cancelled | stream_error), all
  * with the request's id and the event inside "result" (§11 item 4); it
  * does not hold the connection, so other requests - persona.chat_cancel
- * among them - are answered while it runs. A client that disconnects
+ * among them - are answered while it runs. stream_start is built at once
+ * but leaves only when the backend request has been handed over (on_sent),
+ * so that its frame does not compete with the request for the CPU; it is
+ * still the first event (a chunk or the end that comes sooner sends it). A client that disconnects
  * cancels its chats, which aborts the backend request.
  */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +32,12 @@
 typedef struct wire {
     rpc_deferred *d;
     bool stream;
+    /* stream_start is built before the chat begins and sent once the backend request
+     * has left (on_sent), or before the first chunk or the end if they come first:
+     * whichever thread gets here first sends it, under mu. */
+    pthread_mutex_t mu;
+    atomic_bool started;
+    jw start;
     char stream_id[40];
     char persona_id[40];
     app *a;
@@ -65,6 +76,29 @@ static void event_send(wire *w, jw *j)
     jw_free(j);
 }
 
+static void send_start(wire *w)
+{
+    if (atomic_load(&w->started)) return;
+    pthread_mutex_lock(&w->mu);
+    if (!atomic_load(&w->started)) {
+        event_send(w, &w->start);
+        atomic_store(&w->started, true);
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void on_sent(void *ctx)
+{
+    send_start(ctx);
+}
+
+static void wire_free(wire *w)
+{
+    jw_free(&w->start);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}
+
 static void on_close(void *ctx)
 {
     wire *w = ctx;
@@ -76,6 +110,7 @@ static void on_close(void *ctx)
 static void stream_token(void *ctx, const char *tok, size_t len, int n, size_t total)
 {
     wire *w = ctx;
+    send_start(w);
     jw j = event_begin(w, "stream_chunk");
     jw_key(&j, "chunk");
     jw_strn(&j, tok, len);
@@ -112,6 +147,7 @@ static void stream_end(void *ctx, const chat_result *r)
     wire *w = ctx;
     jw j;
     bool ok = r->status == LLM_OK || r->fallback;
+    send_start(w);
     if (ok) {
         if (r->fallback && r->len) stream_token(w, r->text, r->len, 1, r->chars);
         j = event_begin(w, "stream_complete");
@@ -146,7 +182,7 @@ static void stream_end(void *ctx, const chat_result *r)
     }
     event_send(w, &j);
     rpc_deferred_end(w->d, ok);
-    free(w);
+    wire_free(w);
 }
 
 /* ---- persona.chat result ------------------------------------------------------- */
@@ -159,7 +195,7 @@ static void chat_end(void *ctx, const chat_result *r)
         const char *msg = r->status == LLM_CANCELLED ? "Chat cancelled" : r->detail;
         rpc_deferred_error(w->d, RPC_LLM_ERROR, msg, NULL);
         rpc_deferred_end(w->d, false);
-        free(w);
+        wire_free(w);
         return;
     }
     jw j;
@@ -191,7 +227,7 @@ static void chat_end(void *ctx, const chat_result *r)
     rpc_deferred_result(w->d, jw_data(&j), jw_size(&j));
     jw_free(&j);
     rpc_deferred_end(w->d, true);
-    free(w);
+    wire_free(w);
 }
 
 static void nostream_token(void *ctx, const char *tok, size_t len, int n, size_t total)
@@ -226,13 +262,15 @@ static int start(rpc_call *c, bool stream)
     if (read_params(c, &p) < 0) return -1;
     wire *w = calloc(1, sizeof *w);
     if (!w) abort();
+    pthread_mutex_init(&w->mu, NULL);
+    atomic_init(&w->started, !stream); /* persona.chat has no stream_start */
     w->stream = stream;
     w->a = c->app;
     w->budget = (int)p.budget;
     memcpy(w->persona_id, p.persona, sizeof w->persona_id);
     util_uuid4(w->stream_id);
     if (!(w->d = rpc_defer(c, !stream, c->req_id))) {
-        free(w);
+        wire_free(w);
         return rpc_fail(c, RPC_INVALID_REQUEST, "Invalid Request: %s cannot be part of a batch",
                         c->method);
     }
@@ -250,7 +288,7 @@ static int start(rpc_call *c, bool stream)
         jw_kstr(&j, "message", p.message);
         jw_kint(&j, "token_budget", p.budget);
         jw_obj_end(&j);
-        event_send(w, &j);
+        w->start = j; /* sent by send_start */
     }
     chat_req req = {.persona_id = p.persona,
                     .sess = c->sess,
@@ -259,7 +297,8 @@ static int start(rpc_call *c, bool stream)
                     .stream_id = w->stream_id,
                     .request_id = rpc_deferred_id(w->d),
                     .t0 = c->t0};
-    chat_events ev = {stream ? stream_token : nostream_token, stream ? stream_end : chat_end};
+    chat_events ev = {stream ? stream_token : nostream_token, stream ? stream_end : chat_end,
+                      stream ? on_sent : NULL};
     int code;
     char err[256];
     if (chat_begin(c->app, &req, &ev, w, &code, err, sizeof err) == 0) return 0;
@@ -269,7 +308,7 @@ static int start(rpc_call *c, bool stream)
     } else {
         rpc_deferred_error(w->d, code, err, NULL);
         rpc_deferred_end(w->d, false);
-        free(w);
+        wire_free(w);
     }
     return 0;
 }

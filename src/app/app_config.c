@@ -578,14 +578,22 @@ double app_now(void)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
+/* The date and time up to the seconds are kept per thread: a streamed token is
+ * stamped with this, thousands of times a second. */
 void app_iso_now(char out[40], bool z)
 {
+    static _Thread_local time_t sec = -1;
+    static _Thread_local char prefix[24];
     struct timeval tv;
-    struct tm tm;
     gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    snprintf(out, 40, "%04d-%02d-%02dT%02d:%02d:%02d.%06ld%s", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)tv.tv_usec, z ? "Z" : "+00:00");
+    if (tv.tv_sec != sec) {
+        struct tm tm;
+        gmtime_r(&tv.tv_sec, &tm);
+        snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        sec = tv.tv_sec;
+    }
+    snprintf(out, 40, "%s.%06ld%s", prefix, (long)tv.tv_usec, z ? "Z" : "+00:00");
 }
 
 void app_changed(app *a, int what, const char *persona_id)

@@ -2,7 +2,7 @@
  * chat.c - see chat.h. Life of a chat:
  *
  *   worker:    chat_begin: persona snapshot, memory search, prompt, llm_chat,
- *              then the hits' access count (after the request left)
+ *              on_sent, then the hits' access count (after the request left)
  *   upstream:  on_token (append, relay) ... on_done
  *   worker:    finish: store turns + memory (committed), then on_end
  *
@@ -57,6 +57,7 @@ struct chat {
     int tokens;
     char memory_id[40];
     atomic_bool cancel;
+    bool ended; /* under G.mu: finish has begun (on_sent must not run any more) */
     struct chat *prev, *next;
 };
 
@@ -85,6 +86,7 @@ static void reg_add(chat *c)
 static void reg_remove(chat *c)
 {
     pthread_mutex_lock(&G.mu);
+    c->ended = true;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -513,6 +515,7 @@ int chat_begin(app *a, const chat_req *r, const chat_events *ev, void *ctx, int 
     pthread_mutex_lock(&G.mu); /* c->ls under the lock cancels read it under */
     c->ls = ls;
     bool cancelled = atomic_load(&c->cancel);
+    if (!c->ended && c->ev.on_sent) c->ev.on_sent(c->ctx); /* before on_end, or never */
     pthread_mutex_unlock(&G.mu);
     if (cancelled) llm_cancel(ls);
     chat_unref(c); /* finish may already have run; this frees c then */

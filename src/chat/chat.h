@@ -48,6 +48,11 @@ typedef struct chat_events {
     /* total_chars: characters of the reply so far */
     void (*on_token)(void *ctx, const char *tok, size_t len, int chunk_no, size_t total_chars);
     void (*on_end)(void *ctx, const chat_result *r);
+    /* Optional: the backend request has been handed over (sent, or queued for the
+     * upstream thread). Called on chat_begin's thread, once, and only if on_end has
+     * not started yet; it may run after on_token (a fast backend). For work that
+     * should not delay the request, like a stream_start frame. */
+    void (*on_sent)(void *ctx);
 } chat_events;
 
 typedef struct chat_req {

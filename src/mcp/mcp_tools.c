@@ -423,7 +423,7 @@ static int chat_call(rpc_call *c, const jv *args, const jv *meta)
                     .stream_id = sid,
                     .request_id = rpc_deferred_id(t->d),
                     .t0 = c->t0};
-    chat_events ev = {chat_tool_token, chat_tool_end};
+    chat_events ev = {chat_tool_token, chat_tool_end, NULL};
     int code;
     char err[256];
     if (chat_begin(c->app, &req, &ev, t, &code, err, sizeof err) < 0)

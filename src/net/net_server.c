@@ -256,7 +256,7 @@ static void conn_queue_out(net_conn *c, jw *w)
     /* Answering inside the connection's own RECEIVE with nothing queued:
      * write now instead of waiting a poll round for WRITEABLE (one
      * syscall less per request); lws buffers what the socket cannot take. */
-    if (S.receiving == c && !c->out_head && !c->closing && !lws_send_pipe_choked(c->wsi)) {
+    if (S.receiving == c && !c->out_head && !c->closing && !lws_partial_buffered(c->wsi)) {
         size_t n = jw_size(w);
         int rc = lws_write(c->wsi, (unsigned char *)w->buf + LWS_PRE, n, LWS_WRITE_TEXT);
         metrics_inc(MC_WS_MESSAGES_OUT, 1);
@@ -955,13 +955,14 @@ static int write_framed(net_conn *c, struct lws *wsi)
     return lws_write(wsi, S.tx, n, LWS_WRITE_HTTP) < 0 ? -1 : 0;
 }
 
-/* Up to 32 batches; stops early when the socket is full. */
+/* Up to 32 batches; stops early when the socket is full (lws kept part of a write:
+ * checked without lws_send_pipe_choked, which polls the socket, a syscall a token). */
 static int conn_write_framed(net_conn *c, struct lws *wsi)
 {
     c->last_active = metrics_now_ns();
     for (int n = 0; c->out_head && n < 32; n++) {
         if (write_framed(c, wsi) < 0) return -1;
-        if (lws_send_pipe_choked(wsi)) break;
+        if (c->out_head && lws_partial_buffered(wsi)) break; /* the socket is full */
     }
     return 0;
 }
@@ -983,7 +984,7 @@ static int conn_write_queue(net_conn *c, struct lws *wsi)
             rc = -1;
             break;
         }
-        if (lws_send_pipe_choked(wsi)) break;
+        if (c->out_head && lws_partial_buffered(wsi)) break; /* the socket is full */
     }
     if (cork) set_cork(wsi, 0); /* sends what the cork held */
     c->last_active = metrics_now_ns();

@@ -409,6 +409,53 @@ def test_stream_events(chat_server, fake, provider, split):
     assert rec["config"]["split_lines"] is split, rec
 
 
+def test_stream_start_first_with_an_instant_backend(chat_server, fake):
+    """stream_start leaves once the backend request has (it must not delay the request);
+    with a backend that answers at once, the first chunk can be relayed before that point,
+    and stream_start must still come first, exactly once, on every stream."""
+    srv = chat_server()
+    n = 30
+
+    async def go():
+        async with Conn(srv.url) as c:
+            await switch(c)
+            d = Demux(c)
+            for i in range(n):
+                await send(c, "persona.chat_stream",
+                           {"message": f"quick {i}" + mark(reply=f"at once {i}")}, f"q{i}")
+            await d.until(lambda: all(d.done(f"q{i}") for i in range(n)), timeout=30,
+                          what="all streams")
+            return d
+
+    d = srun(srv, go())
+    for i in range(n):
+        events = [check_event_frame(f, f"q{i}") for f in d.of(f"q{i}")]
+        chunks, comp = check_stream(events)
+        assert comp["full_response"] == f"at once {i}", comp
+
+
+def test_stream_start_while_backend_is_silent(chat_server, fake):
+    """A backend that accepts the request and says nothing: stream_start still arrives (it
+    does not wait for a token), and the stream can be cancelled."""
+    srv = chat_server()
+
+    async def go():
+        async with Conn(srv.url) as c:
+            await switch(c)
+            d = Demux(c)
+            await send(c, "persona.chat_stream", {"message": "wait" + mark(hang=True)}, "h")
+            await d.until(lambda: d.of("h"), timeout=5, what="stream_start")
+            first = d.of("h")[0]["result"]
+            await send(c, "persona.chat_cancel", {"request_id": "h"}, "c")
+            await d.until(lambda: d.done("h") and d.of("c"), timeout=5, what="cancel")
+            return first, d
+
+    first, d = srun(srv, go())
+    assert first["event_type"] == "stream_start", first
+    types = [check_event_frame(f, "h")["event_type"] for f in d.of("h")]
+    assert types == ["stream_start", "stream_cancelled"], types
+
+
 def test_stream_utf8_split_lines(chat_server, fake):
     """Multi-byte characters with every backend line split at its byte midpoint: the reply is
     reassembled exactly; total_length / response_length count characters (spec §3)."""
