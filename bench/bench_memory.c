@@ -822,11 +822,10 @@ static double cpu_now(void)
  * by the insert trigger, indexed in one statement every MEM_FTS_BATCH rows. */
 static void peer_fts_flush(sqlite3 *db)
 {
-    exec_sql(db, "BEGIN;"
-                 "INSERT INTO memories_fts (rowid, content) SELECT m.seq, m.content"
-                 " FROM memories_fts_pending AS p JOIN memories AS m ON m.seq = p.seq;"
-                 "DELETE FROM memories_fts_pending;"
-                 "COMMIT");
+    exec_sql(db, "BEGIN");
+    exec_sql(db, store_fts_index_pending);
+    exec_sql(db, store_fts_clear_pending);
+    exec_sql(db, "COMMIT");
 }
 
 static double peer_insert(sqlite3 *db, peer_row *rows, int n, int per_tx, double max_secs,

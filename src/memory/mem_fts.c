@@ -30,17 +30,13 @@
 #include "lib/log.h"
 #include "memory/mem_internal.h"
 
-static const char SQL_INDEX[] = "INSERT INTO memories_fts (rowid, content)"
-                                " SELECT m.seq, m.content FROM memories_fts_pending AS p"
-                                " JOIN memories AS m ON m.seq = p.seq";
-static const char SQL_CLEAR[] = "DELETE FROM memories_fts_pending";
 static const char SQL_ANY[] = "SELECT 1 FROM memories_fts_pending LIMIT 1";
 
 static int flush_fn(store_conn *c, void *ctx)
 {
     mem_store *m = ctx;
-    int rc = store_conn_exec(c, SQL_INDEX);
-    if (rc == SQLITE_OK) rc = store_conn_exec(c, SQL_CLEAR);
+    int rc = store_conn_exec(c, store_fts_index_pending);
+    if (rc == SQLITE_OK) rc = store_conn_exec(c, store_fts_clear_pending);
     if (rc == SQLITE_OK) atomic_store(&m->fts_pending, 0);
     return rc;
 }

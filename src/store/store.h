@@ -118,6 +118,10 @@ void store_get_stats(store *s, store_stats *out);
 /* Migrations (store_schema.c). */
 extern const char *const store_migrations[];
 extern const int store_schema_version;
+/* Schema v5's deferred full-text indexing: index the queued rows, then
+ * empty the queue (one write transaction; src/memory/mem_fts.c). */
+extern const char store_fts_index_pending[];
+extern const char store_fts_clear_pending[];
 /* Migration 1 in two halves (store_migrations[0] is the two joined): its
  * tables, which the schema image holds, and its seed (the default personas),
  * run when a database is created from the image. */

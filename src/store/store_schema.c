@@ -279,5 +279,10 @@ static const char schema_v5[] =
     "  INSERT OR IGNORE INTO memories_fts_pending (seq) VALUES (new.seq);"
     "END;";
 
+const char store_fts_index_pending[] =
+    "INSERT INTO memories_fts (rowid, content) SELECT m.seq, m.content"
+    " FROM memories_fts_pending AS p JOIN memories AS m ON m.seq = p.seq";
+const char store_fts_clear_pending[] = "DELETE FROM memories_fts_pending";
+
 const char *const store_migrations[] = {schema_v1, schema_v2, schema_v3, schema_v4, schema_v5};
 const int store_schema_version = (int)(sizeof store_migrations / sizeof store_migrations[0]);
