@@ -893,9 +893,12 @@ static void set_cork(struct lws *wsi, int on)
     if (fd >= 0) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on);
 }
 
-/* lws_issue_raw sends at most rx_buffer_size + LWS_PRE + 4 bytes per call
- * (the rest waits for POLLOUT): batches stay within one such send. */
-#define TX_BATCH_MAX 4096
+/* lws_issue_raw sends at most tx_packet_size + LWS_PRE + 4 bytes per call;
+ * lws keeps the rest for later POLLOUTs (at 4 KiB, the default of
+ * rx_buffer_size, a 2 MB answer took 500 rounds of poll). Batches of small
+ * frames stay well within one send. */
+#define TX_PACKET_SIZE 65536
+#define TX_BATCH_MAX   4096
 
 /* A server-to-client text frame header (RFC 6455 5.2: FIN, no mask). */
 static size_t frame_header(unsigned char *h, size_t len)
@@ -972,6 +975,11 @@ static int conn_write_framed(net_conn *c, struct lws *wsi)
  * -1 when a write failed. */
 static int conn_write_queue(net_conn *c, struct lws *wsi)
 {
+    /* Bytes lws still holds go first. A text write now would be appended
+     * behind them, but lws 4.1 then leaves its frame "open" (ws->inside_frame)
+     * and sends the next text frame without a header. WRITEABLE comes once
+     * lws has drained them. */
+    if (lws_partial_buffered(wsi)) return 0;
     if (c->plain && c->out_n > 1) return conn_write_framed(c, wsi);
     bool cork = c->out_n > 2;
     if (cork) set_cork(wsi, 1);
@@ -1100,7 +1108,7 @@ static const struct lws_extension g_exts[] = {
 };
 
 static struct lws_protocols g_protocols[] = {
-    {"persona-jsonrpc", callback, sizeof(net_pss), 4096, 0, NULL, 0},
+    {"persona-jsonrpc", callback, sizeof(net_pss), 4096, 0, NULL, TX_PACKET_SIZE},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

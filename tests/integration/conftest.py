@@ -337,8 +337,14 @@ def unique_name(prefix="p"):
 class RawWs:
     """A minimal blocking WebSocket client for protocol-level abuse and close codes."""
 
-    def __init__(self, host, port, timeout=RECV_TIMEOUT):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host, port, timeout=RECV_TIMEOUT, rcvbuf=None):
+        if rcvbuf:  # set before connect, so the TCP window stays that small
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, port))
+        else:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.settimeout(timeout)
         self.host, self.port = host, port
         self.buf = b""

@@ -8,8 +8,10 @@ another connection's persona is cross-talk.
 import asyncio
 import json
 import random
+import socket
+import time
 
-from conftest import Conn, assert_success, run, unique_name
+from conftest import Conn, RawWs, assert_success, run, unique_name
 
 N_CONN = 200
 ROUNDS = 6
@@ -172,3 +174,48 @@ def test_pipelined_stores_run_side_by_side_answers_in_order(server_factory):
             assert len(kira_ids) == 20
 
     run(go())
+
+
+
+
+def test_answers_queue_behind_bytes_lws_still_holds(server_factory):
+    """An answer that does not fit the socket stays buffered in libwebsockets until POLLOUT.
+    Answers posted by the worker threads meanwhile must wait behind it: lws 4.1 leaves a frame
+    "open" when a text write only drains that buffer, and the next text frame then went out
+    without its header (the client saw a protocol error). Here a client that reads nothing
+    for a while gets a search answer of ~2.5 MB that fills the socket, then small answers one
+    by one behind it; every frame must then parse, in order."""
+    srv = server_factory()
+    ws = RawWs(srv.host, srv.port, rcvbuf=4096)
+    try:
+        assert ws.handshake() == 101
+        call_id = iter(range(1, 10**6))
+
+        def call(method, params):
+            ws.send_text(json.dumps({"jsonrpc": "2.0", "id": next(call_id), "method": method,
+                                     "params": params}))
+
+        call("persona.list", {})
+        aria = ws.recv_json()["result"]["personas"][0]["id"]
+        call("persona.switch", {"persona_id": aria})
+        assert_success(ws.recv_json())
+        for b in range(3):
+            mems = [{"content": f"long memory {b} {i} " + "lorem ipsum " * 680}
+                    for i in range(100)]
+            call("memory.store_batch", {"memories": mems})
+            assert ws.recv_json()["result"]["stored"] == 100
+        first = next(call_id)
+        ws.send_text(json.dumps({"jsonrpc": "2.0", "id": first, "method": "memory.search",
+                                 "params": {"query": "lorem", "n_results": 300}}))
+        for k in range(6):
+            time.sleep(0.15)  # one answer per post batch, while the big one is still held
+            call("memory.search", {"query": f"long memory {k}", "n_results": 1})
+        resps = [ws.recv_json() for _ in range(7)]
+        assert [r["id"] for r in resps] == list(range(first, first + 7))
+        for r in resps:
+            assert_success(r)
+        assert len(resps[0]["result"]["memories"]) == 300
+        assert all(len(r["result"]["memories"]) == 1 for r in resps[1:])
+    finally:
+        ws.close()
+
