@@ -132,6 +132,7 @@ typedef struct conn {
     int fd, state;
     buf in, out;
     bool want_out, close_after, sent_continue;
+    bool drain_close; /* Connection: close, and the answer is not all sent yet */
     /* the stream (C_STREAM, C_WHOLE) */
     rec *r;
     uint64_t rec_id; /* r is c's record while r->id is this (the ring reuses slots) */
@@ -506,11 +507,20 @@ static void emit_whole(conn *c, uint64_t now)
     jw_free(&text);
 }
 
+/* Connection: close: false (close now) once the answer is sent, else close on the
+ * EPOLLOUT that sends the rest (a large answer does not fit the socket at once). */
+static bool close_when_sent(conn *c)
+{
+    if (!c->out.len) return false;
+    c->drain_close = true;
+    return true;
+}
+
 /* After a stream: close if the client asked, else run a request that came meanwhile. */
 static bool after_stream(conn *c)
 {
     if (!flush_out(c)) return false;
-    if (c->close_after) return false;
+    if (c->close_after) return close_when_sent(c);
     return read_requests(c) && flush_out(c);
 }
 
@@ -898,10 +908,7 @@ static bool read_requests(conn *c)
         c->in.off += head + clen;
         handle(c, method, target, body, clen);
         free(body);
-        if (c->close_after && c->state == C_READ) {
-            flush_out(c);
-            return false;
-        }
+        if (c->close_after && c->state == C_READ) return flush_out(c) && close_when_sent(c);
     }
     return true;
 }
@@ -948,6 +955,10 @@ static void accept_all(void)
 static void on_conn(conn *c, uint32_t ev)
 {
     if ((ev & EPOLLOUT) && !flush_out(c)) return conn_close(c);
+    if (c->drain_close) {
+        if (!c->out.len || (ev & (EPOLLHUP | EPOLLERR))) conn_close(c);
+        return;
+    }
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         for (;;) {
             buf_reserve(&c->in, 16384);
