@@ -179,7 +179,8 @@ void mem_dedup_close(mem_store *m)
 void mem_dedup_reset(mem_store *m)
 {
     if (!m) return;
-    m->next_seq = 0; /* rows may have come in with their own seqs: read max(seq) again */
+    m->next_seq = 0;        /* rows may have come in with their own seqs: read max(seq) again */
+    m->rows_changed = true; /* INSERT OR REPLACE: the row cache is cleared after the commit */
     if (!m->dedup) return;
     for (int b = 0; b < DD_BUCKETS; b++) {
         while (m->dedup->buckets[b]) {

@@ -85,6 +85,8 @@ struct mem_store {
     atomic_bool fts_flushing;  /* an asynchronous FTS flush is queued or running */
     struct mem_dedup *dedup;   /* content hashes per persona; writer thread only */
     int64_t next_seq;          /* next memories.seq to insert; 0 = read max(seq); writer only */
+    struct mem_rowcache *rows; /* rows recently read (mem_rowcache.c) */
+    bool rows_changed;         /* this transaction updated or deleted rows; writer only */
 };
 
 /* mem_coll.c */
@@ -155,6 +157,22 @@ mem_split *mem_split_start(void);
 void mem_split_stop(mem_split *sp);
 void mem_split_half_scores(mem_split *sp, const uint16_t *half, size_t n, int dim, const float *q,
                            const uint8_t *keep, float *scores);
+
+/* mem_rowcache.c: rows read recently, by seq. gen() is read before the read
+ * transaction whose rows are then put() with it; clear() drops everything
+ * (and refuses puts of older generations). attach() hooks the writer (update
+ * hook and after-commit callback) so commits that update or delete rows
+ * clear it; detach() undoes that, as a write job. */
+typedef struct mem_rowcache mem_rowcache;
+mem_rowcache *mem_rowcache_new(void);
+void mem_rowcache_free(mem_rowcache *rc);
+uint64_t mem_rowcache_gen(mem_rowcache *rc);
+bool mem_rowcache_get(mem_rowcache *rc, int64_t seq, jarena *a, mem_row *out);
+void mem_rowcache_put(mem_rowcache *rc, uint64_t gen, const mem_row *r);
+void mem_rowcache_clear(mem_rowcache *rc);
+void mem_rowcache_counts(mem_rowcache *rc, uint64_t *hits, uint64_t *misses);
+void mem_rowcache_attach(mem_store *m);
+void mem_rowcache_detach(mem_store *m);
 
 /* mem_search.c: read full rows by seq through a pool connection. */
 int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, const float *scores, size_t n,

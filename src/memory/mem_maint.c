@@ -230,6 +230,17 @@ void mem_write_collection_metrics(mem_store *m, jw *w)
         (double)atomic_load(&m->load_ns) / 1e9, (unsigned long long)atomic_load(&m->resident_bytes),
         loaded);
     jw_append(w, buf, (size_t)n);
+    uint64_t hits, misses;
+    mem_rowcache_counts(m->rows, &hits, &misses);
+    n = snprintf(buf, sizeof buf,
+                 "# HELP pmcp_memory_row_cache_hits_total Memory rows read from the row cache\n"
+                 "# TYPE pmcp_memory_row_cache_hits_total counter\n"
+                 "pmcp_memory_row_cache_hits_total %llu\n"
+                 "# HELP pmcp_memory_row_cache_misses_total Memory rows read from SQLite\n"
+                 "# TYPE pmcp_memory_row_cache_misses_total counter\n"
+                 "pmcp_memory_row_cache_misses_total %llu\n",
+                 (unsigned long long)hits, (unsigned long long)misses);
+    jw_append(w, buf, (size_t)n);
 }
 
 /* ---- pruning -------------------------------------------------------------------- */

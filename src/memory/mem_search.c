@@ -92,6 +92,59 @@ int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, const floa
     return SQLITE_OK;
 }
 
+/* Rows missing from the row cache, in one read transaction (not one each: a
+ * WAL read lock and a look at the wal-index per transaction); each is then
+ * offered to the cache under the generation read before it began. */
+static int fetch_misses(mem_store *m, uint64_t gen, const int64_t *seqs, size_t n, jarena *a,
+                        mem_row *out, size_t *got)
+{
+    store_conn *sc = store_pool_get(m->st);
+    if (!sc) return -1;
+    bool txn = n > 1 && store_conn_exec(sc, "BEGIN") == SQLITE_OK;
+    int rc = mem_fetch_rows(m, sc, seqs, NULL, n, a, out, got);
+    if (txn) store_conn_exec(sc, "COMMIT");
+    store_pool_put(m->st, sc);
+    if (rc != SQLITE_OK) return rc;
+    for (size_t i = 0; i < *got; i++) mem_rowcache_put(m->rows, gen, &out[i]);
+    return SQLITE_OK;
+}
+
+/* Rows by seq in the order given (missing ones skipped), scores as their
+ * similarity: from the row cache (mem_rowcache.c), the rest from SQLite. */
+static int fetch_cached(mem_store *m, const int64_t *seqs, const float *scores, size_t n, jarena *a,
+                        mem_row *out, size_t *got, mem_err *e)
+{
+    uint64_t gen = mem_rowcache_gen(m->rows); /* before any read transaction */
+    mem_row *tmp = jarena_alloc(a, sizeof *tmp * n);
+    bool *have = jarena_alloc(a, n);
+    int64_t *miss = jarena_alloc(a, sizeof *miss * n);
+    size_t nmiss = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(have[i] = mem_rowcache_get(m->rows, seqs[i], a, &tmp[i]))) miss[nmiss++] = seqs[i];
+    if (nmiss) {
+        mem_row *fetched = jarena_alloc(a, sizeof *fetched * nmiss);
+        size_t nf = 0;
+        int rc = fetch_misses(m, gen, miss, nmiss, a, fetched, &nf);
+        if (rc < 0) return mem_fail(e, -32002, "database busy: no read connection available");
+        if (rc != SQLITE_OK)
+            return mem_fail(e, -32002, "reading memories failed (SQLite error %d)", rc);
+        /* fetched keeps the order of miss, which keeps the order of seqs */
+        for (size_t i = 0, f = 0; i < n && f < nf; i++)
+            if (!have[i] && seqs[i] == fetched[f].seq) {
+                tmp[i] = fetched[f++];
+                have[i] = true;
+            }
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (have[i]) {
+            out[k] = tmp[i];
+            out[k++].similarity = scores ? scores[i] : 0;
+        }
+    *got = k;
+    return 0;
+}
+
 /* ---- one collection -------------------------------------------------------- */
 
 /* Keep-mask from the filters; NULL when nothing is filtered. */
@@ -212,16 +265,7 @@ static int finish(mem_store *m, cand *cands, size_t nc, size_t k, bool access, j
     *rows = jarena_alloc(a, sizeof **rows * (nc ? nc : 1));
     *n = 0;
     if (!nc) return 0;
-    store_conn *sc = store_pool_get(m->st);
-    if (!sc) return mem_fail(e, -32002, "database busy: no read connection available");
-    /* One read transaction for the k lookups, not one each (a WAL read
-     * lock and a look at the wal-index per transaction). */
-    bool txn = nc > 1 && store_conn_exec(sc, "BEGIN") == SQLITE_OK;
-    int rc = mem_fetch_rows(m, sc, seqs, scores, nc, a, *rows, n);
-    if (txn) store_conn_exec(sc, "COMMIT");
-    store_pool_put(m->st, sc);
-    if (rc != SQLITE_OK)
-        return mem_fail(e, -32002, "reading memories failed (SQLite error %d)", rc);
+    if (fetch_cached(m, seqs, scores, nc, a, *rows, n, e) < 0) return -1;
     if (access) mem_record_access(m, *rows, *n);
     return 0;
 }

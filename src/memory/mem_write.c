@@ -58,6 +58,8 @@ int mem_open(mem_store **out, store *st, const mem_config *cfg, char *err, size_
     pthread_mutex_init(&m->stats_mu, NULL);
     pthread_mutex_init(&m->decay_mu, NULL);
     pthread_cond_init(&m->decay_cv, NULL);
+    m->rows = mem_rowcache_new();
+    mem_rowcache_attach(m);
     mem_access_open(m, cfg->access_flush_ms);
     m->split = mem_split_start();
     atomic_init(&m->fts_pending,
@@ -75,6 +77,8 @@ void mem_close(mem_store *m)
     mem_access_close(m);
     mem_fts_close(m);
     mem_dedup_close(m);
+    mem_rowcache_detach(m);
+    mem_rowcache_free(m->rows);
     mem_split_stop(m->split);
     coll_free_all(m);
     mem_maint_free(m);

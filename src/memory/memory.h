@@ -114,9 +114,10 @@ void mem_access_flush(mem_store *m);
  * this itself). Blocks on the writer. Returns 0, or -1 if SQLite failed. */
 int mem_fts_flush(mem_store *m);
 /* Forget the duplicate filter's content hashes (mem_dedup.c) and the next
- * seq to insert. Call on the writer thread, inside a write job that inserts
- * memories rows other than through mem_add (a state import); both are read
- * from SQLite again. */
+ * seq to insert, and empty the row cache once this job's group commits.
+ * Call on the writer thread, inside a write job that inserts memories rows
+ * other than through mem_add (a state import); all are read from SQLite
+ * again. */
 void mem_dedup_reset(mem_store *m);
 /* Drop the hits counted in RAM without writing them (state import). */
 void mem_access_discard(mem_store *m);

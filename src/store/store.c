@@ -340,6 +340,11 @@ void store_submit(store *s, store_write_fn fn, store_done_fn done, void *ctx)
     store_writer_submit(s->writer, fn, done, ctx, false);
 }
 
+void store_set_hooks(store *s, store_row_fn row, store_commit_fn after, void *ctx)
+{
+    store_writer_hooks(s->writer, row, after, ctx);
+}
+
 void store_expect(store *s)
 {
     store_writer_expect(s->writer, 1);

@@ -84,6 +84,18 @@ void store_expect(store *s);
 void store_unexpect(store *s);
 void store_submit_expected(store *s, store_write_fn fn, store_done_fn done, void *ctx);
 
+/* Hooks of the writer connection, both run on the writer thread with ctx:
+ * row(ctx, op, table, rowid) for every row a write job changes (SQLite's
+ * update hook: changes by triggers too, not the rows an INSERT OR REPLACE
+ * deletes; op is SQLITE_INSERT, _UPDATE or _DELETE); after(ctx) once a group
+ * committed, before its jobs are reported done (a store_write() caller
+ * returns after it, a reader that begins after it sees the commit). They
+ * take effect from the next group on; NULLs remove them (a group already
+ * running may still call the old ones: follow with a store_write()). */
+typedef void (*store_row_fn)(void *ctx, int op, const char *table, int64_t rowid);
+typedef void (*store_commit_fn)(void *ctx);
+void store_set_hooks(store *s, store_row_fn row, store_commit_fn after, void *ctx);
+
 /* ---- reads ---------------------------------------------------------------- */
 store_conn *store_pool_get(store *s); /* NULL after pool_wait_ms */
 void store_pool_put(store *s, store_conn *c);
@@ -170,6 +182,7 @@ int store_writer_write(store_writer *w, store_write_fn fn, void *ctx);
 void store_writer_submit(store_writer *w, store_write_fn fn, store_done_fn done, void *ctx,
                          bool expected);
 void store_writer_stats(store_writer *w, store_stats *out);
+void store_writer_hooks(store_writer *w, store_row_fn row, store_commit_fn after, void *ctx);
 
 /* Current UTC time as the original's ISO text: 2025-10-15T10:30:00.123456+00:00 */
 void store_now_iso(char out[40]);

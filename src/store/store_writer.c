@@ -29,6 +29,11 @@
  * jobs again in a new transaction. Every pass settles at least one job, so
  * this ends. If COMMIT fails, every job not already failed gets its error.
  *
+ * Hooks (store_set_hooks) are handed over under the mutex and installed by
+ * this thread before its next group: the row hook as SQLite's update hook on
+ * the connection, the after-commit hook called once a group committed,
+ * before its jobs are reported done.
+ *
  * Blocking jobs live on their caller's stack with the caller's own condition
  * variable, so a commit wakes exactly its waiters. store_write() called on
  * the writer thread (from a done callback) would wait for itself forever; it
@@ -78,12 +83,19 @@ struct store_writer {
     int wait_us;
     int sync_fd; /* -1, or the new database file to sync before the first job */
     bool stopping, exited;
+    store_row_fn new_row; /* hooks handed over, under mu */
+    store_commit_fn new_after;
+    void *new_ctx;
+    bool hooks_changed;
     pthread_t thread;
     /* writer thread only */
     store_conn *conn;
     int max_batch;
     wjob **batch;
     bool hook_committed;
+    store_row_fn row_hook; /* installed */
+    store_commit_fn after_hook;
+    void *hook_ctx;
     uint64_t group_commits, group_commit_errors;
     /* statistics, under mu */
     uint64_t writes, write_errors, commits, commit_errors, batch_sum;
@@ -303,6 +315,22 @@ static void sync_new_file(store_writer *w)
     w->sync_fd = -1;
 }
 
+static void on_update(void *arg, int op, const char *db, const char *table, sqlite3_int64 rowid)
+{
+    (void)db;
+    store_writer *w = arg;
+    w->row_hook(w->hook_ctx, op, table, (int64_t)rowid);
+}
+
+static void install_hooks_locked(store_writer *w)
+{
+    w->row_hook = w->new_row;
+    w->after_hook = w->new_after;
+    w->hook_ctx = w->new_ctx;
+    w->hooks_changed = false;
+    sqlite3_update_hook(store_conn_db(w->conn), w->row_hook ? on_update : NULL, w);
+}
+
 static void *writer_main(void *arg)
 {
     store_writer *w = arg;
@@ -313,8 +341,10 @@ static void *writer_main(void *arg)
         if (!w->head) break; /* stopping and drained */
         linger_locked(w);
         int n = take_batch_locked(w);
+        if (w->hooks_changed) install_hooks_locked(w);
         pthread_mutex_unlock(&w->mu);
         run_group(w, n);
+        if (w->group_commits && w->after_hook) w->after_hook(w->hook_ctx);
         pthread_mutex_lock(&w->mu);
         account_locked(w, n);
         wake_waiters_locked(w, n);
@@ -366,6 +396,16 @@ oom:
     free(w);
     snprintf(err, errlen, "writer: out of memory");
     return NULL;
+}
+
+void store_writer_hooks(store_writer *w, store_row_fn row, store_commit_fn after, void *ctx)
+{
+    pthread_mutex_lock(&w->mu);
+    w->new_row = row;
+    w->new_after = after;
+    w->new_ctx = ctx;
+    w->hooks_changed = true;
+    pthread_mutex_unlock(&w->mu);
 }
 
 void store_writer_stop(store_writer *w)

@@ -1257,3 +1257,42 @@ def test_persona_delete_removes_its_memories(server):
             assert sh["by_persona"] == {}
 
     srun(server, after())
+
+
+def test_repeated_search_rows_come_from_ram_and_stay_current(server):
+    """Rows of search results are kept in RAM (the row cache, docs/ARCHITECTURE.md): a repeated
+    search reads them from there (/metrics counts it), and every later change is seen at once:
+    an update, and a state.load that puts back older rows under the same ids."""
+    def row_cache():
+        status, _, body = server.http_get("/metrics")
+        assert status == 200
+        vals = {}
+        for line in body.decode().splitlines():
+            if line.startswith("pmcp_memory_row_cache_"):
+                name, v = line.split()
+                vals[name] = float(v)
+        return vals["pmcp_memory_row_cache_hits_total"], vals["pmcp_memory_row_cache_misses_total"]
+
+    async def body():
+        async with Conn(server.url) as c:
+            p = pid("rowcache")
+            m = await store(c, p, "The lighthouse keeper polished the brass lens")
+            await search(c, p, "lighthouse keeper lens", n_results=1)
+            hits0, _ = row_cache()
+            for _ in range(3):
+                res = await search(c, p, "lighthouse keeper lens", n_results=1)
+                assert res["memories"][0]["content"].startswith("The lighthouse keeper")
+            hits1, _ = row_cache()
+            assert hits1 >= hits0 + 3, (hits0, hits1)
+
+            await c.result("state.save", {"path": "rowcache.jsonl"})
+            await c.result("memory.update", {"memory_id": m["memory_id"],
+                                             "content": "The lighthouse keeper sold the lens"})
+            res = await search(c, p, "lighthouse keeper lens", n_results=1)
+            assert res["memories"][0]["content"] == "The lighthouse keeper sold the lens"
+            await c.result("state.load", {"path": "rowcache.jsonl"})
+            res = await search(c, p, "lighthouse keeper lens", n_results=1)
+            assert res["memories"][0]["id"] == m["memory_id"]
+            assert res["memories"][0]["content"] == "The lighthouse keeper polished the brass lens"
+
+    srun(server, body())

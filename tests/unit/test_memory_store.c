@@ -660,6 +660,153 @@ static void test_seqs_never_reused(void **state)
     assert_int_equal(seq_of(f, d), seq_of(f, c) + 1);
 }
 
+/* ---- the row cache (mem_rowcache.c) ---------------------------------------- */
+
+/* The first hit of a search for text: its content, importance and access
+ * count (copied into out, at most n bytes). false when nothing is found. */
+static bool first_hit(fx *f, const char *text, char *out, size_t n, double *imp, int64_t *count)
+{
+    mem_query q = {.persona_id = "aria", .text = text, .k = 1, .record_access = true};
+    jarena a;
+    jarena_init(&a);
+    mem_row *rows;
+    size_t got = 0;
+    mem_err e;
+    assert_int_equal(mem_search(f->m, &q, &a, &rows, &got, &e), 0);
+    if (got) {
+        snprintf(out, n, "%s", rows[0].content);
+        if (imp) *imp = rows[0].importance;
+        if (count) *count = rows[0].accessed_count;
+    }
+    jarena_free(&a);
+    return got > 0;
+}
+
+static uint64_t cache_hits(fx *f)
+{
+    uint64_t h, m;
+    mem_rowcache_counts(f->m->rows, &h, &m);
+    return h;
+}
+
+static void test_row_cache_serves_repeats_and_sees_every_change(void **state)
+{
+    fx *f = *state;
+    char a[40], b[40], text[256];
+    double imp;
+    int64_t count;
+    add(f, "the lighthouse keeper sings at dawn", a);
+    add(f, "a recipe for plum cake", b);
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, NULL, NULL));
+    uint64_t h0 = cache_hits(f);
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, NULL, NULL));
+    assert_int_equal(cache_hits(f), h0 + 1); /* the second read came from RAM */
+    assert_string_equal(text, "the lighthouse keeper sings at dawn");
+    /* An insert keeps it (seqs are never reused)... */
+    char c[40];
+    add(f, "an old dragon song", c);
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, NULL, NULL));
+    assert_int_equal(cache_hits(f), h0 + 2);
+    /* ...an update is seen at once, */
+    patch_content(f, a, "the lighthouse keeper hums at dusk");
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, NULL, NULL));
+    assert_string_equal(text, "the lighthouse keeper hums at dusk");
+    mem_patch p = {.set_importance = true, .importance = 0.9};
+    mem_err e;
+    char pid[64];
+    assert_int_equal(mem_update(f->m, a, &p, pid, sizeof pid, &e), 0);
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, &imp, NULL));
+    assert_true(fabs(imp - 0.9) < 1e-9);
+    /* so are decay, */
+    mem_decay_result dr;
+    assert_int_equal(mem_decay_force(f->m, "aria", 0.5, &dr, &e), 0);
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, &imp, NULL));
+    assert_true(imp < 0.9);
+    /* flushed access counts, */
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, NULL, &count));
+    int64_t before = count;
+    mem_access_flush(f->m);
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, NULL, &count));
+    assert_true(count > before);
+    /* and a delete. */
+    assert_int_equal(mem_delete(f->m, a, pid, sizeof pid, &e), 0);
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, NULL, NULL));
+    assert_string_not_equal(text, "the lighthouse keeper hums at dusk");
+}
+
+static int raw_update_fn(store_conn *c, void *ctx)
+{
+    (void)ctx;
+    return sqlite3_exec(store_conn_db(c),
+                        "UPDATE memories SET content = 'changed behind the memory layer'"
+                        " WHERE content LIKE 'the lighthouse%'",
+                        NULL, NULL, NULL);
+}
+
+static void test_row_cache_cleared_by_any_writer_update(void **state)
+{
+    fx *f = *state;
+    char a[40], text[256];
+    add(f, "the lighthouse keeper sings at dawn", a);
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, NULL, NULL));
+    uint64_t h0 = cache_hits(f);
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, NULL, NULL));
+    assert_int_equal(cache_hits(f), h0 + 1); /* cached */
+    /* SQL no mem_* function ran: SQLite's update hook still tells. */
+    assert_int_equal(store_write(f->st, raw_update_fn, NULL), SQLITE_OK);
+    assert_true(first_hit(f, "lighthouse keeper", text, sizeof text, NULL, NULL));
+    assert_string_equal(text, "changed behind the memory layer");
+}
+
+static void test_row_cache_refuses_rows_read_before_a_clear(void **state)
+{
+    (void)state;
+    mem_rowcache *rc = mem_rowcache_new();
+    mem_row r = {.seq = 7,
+                 .id = "id-7",
+                 .persona_id = "aria",
+                 .content = "old text",
+                 .memory_type = "t",
+                 .related_json = "[]",
+                 .visibility = "private",
+                 .metadata_json = "{}",
+                 .importance = 0.5};
+    jarena a;
+    jarena_init(&a);
+    mem_row got;
+    uint64_t gen = mem_rowcache_gen(rc); /* a reader begins... */
+    mem_rowcache_clear(rc);              /* ...a commit changes the row... */
+    mem_rowcache_put(rc, gen, &r);       /* ...the reader's old copy is refused */
+    assert_false(mem_rowcache_get(rc, 7, &a, &got));
+    mem_rowcache_put(rc, mem_rowcache_gen(rc), &r);
+    assert_true(mem_rowcache_get(rc, 7, &a, &got));
+    assert_string_equal(got.content, "old text");
+    assert_string_equal(got.id, "id-7");
+    assert_ptr_not_equal(got.content, r.content); /* copied into the arena */
+    /* A row too large is not kept; the cache never exceeds its bounds. */
+    size_t big = 64 * 1024;
+    char *huge = malloc(big);
+    assert_non_null(huge);
+    memset(huge, 'x', big - 1);
+    huge[big - 1] = 0;
+    mem_row h = r;
+    h.seq = 8;
+    h.content = huge;
+    mem_rowcache_put(rc, mem_rowcache_gen(rc), &h);
+    assert_false(mem_rowcache_get(rc, 8, &a, &got));
+    free(huge);
+    for (int64_t s = 100; s < 5000; s++) {
+        mem_row x = r;
+        x.seq = s;
+        mem_rowcache_put(rc, mem_rowcache_gen(rc), &x);
+    }
+    int kept = 0;
+    for (int64_t s = 100; s < 5000; s++) kept += mem_rowcache_get(rc, s, &a, &got);
+    assert_true(kept > 0 && kept <= 1024);
+    jarena_free(&a);
+    mem_rowcache_free(rc);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -680,6 +827,9 @@ int main(void)
         T(test_memory_ids_are_time_ordered_uuid7),
         T(test_delete_applied_before_insert),
         T(test_seqs_never_reused),
+        T(test_row_cache_serves_repeats_and_sees_every_change),
+        T(test_row_cache_cleared_by_any_writer_update),
+        T(test_row_cache_refuses_rows_read_before_a_clear),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
