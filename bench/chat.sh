@@ -111,14 +111,19 @@ run() { # name file args... -> appends key=values to file; counts failures
     fi
 }
 COMMON=(--pmcp-port "$PORT" --fake-port "$FPORT" --persona Aria)
+# The load steps chat with Kira: every chat stores a memory, so the 1,000-stream step adds
+# 1,000 to its persona, and the TTFT probes of the next run would otherwise search a
+# collection twice or three times as large as the first run's (each run then measured
+# another memory size, and the median mixed them). Aria grows only by the probes.
+LOAD=(--pmcp-port "$PORT" --fake-port "$FPORT" --persona Kira)
 for ((r = 1; r <= REPEAT; r++)); do
     run fake "$TMP/fake.$r" fake-streams --fake-port "$FPORT" --streams "$STREAMS" --tokens "$TOKENS" \
         --delay-ms "$DELAY" --first-token-ms "$FIRST_MS" --ramp-ms "$RAMP"
     run ttft "$TMP/ttft.$r" ttft "${COMMON[@]}" --n "$TTFT_N" --first-token-ms "$FIRST_MS" \
         --tokens 5 --delay-ms 2
-    run cpu "$TMP/cpu.$r" cpu "${COMMON[@]}" --pid "$SPID" --streams 20 --tokens 200 --delay-ms 5 \
+    run cpu "$TMP/cpu.$r" cpu "${LOAD[@]}" --pid "$SPID" --streams 20 --tokens 200 --delay-ms 5 \
         --first-token-ms "$FIRST_MS"
-    run streams "$TMP/streams.$r" streams "${COMMON[@]}" --pid "$SPID" --streams "$STREAMS" \
+    run streams "$TMP/streams.$r" streams "${LOAD[@]}" --pid "$SPID" --streams "$STREAMS" \
         --conns "$CONNS" --tokens "$TOKENS" --delay-ms "$DELAY" --first-token-ms "$FIRST_MS" \
         --ramp-ms "$RAMP"
     echo "# run $r done, load average $(cut -d' ' -f1-3 /proc/loadavg)"
