@@ -31,6 +31,9 @@ int api_persona_memory(rpc_call *c);
 int api_persona_chat(rpc_call *c);
 int api_persona_chat_stream(rpc_call *c);
 int api_persona_chat_cancel(rpc_call *c);
+/* Start a chat on the service thread when nothing else is going on: no chat
+ * streaming, no job queued, the persona's memories in RAM (api_chat.c). */
+bool api_chat_inline_if(app *a, rpc_session *s, const jv *params);
 
 int api_memory_store(rpc_call *c);
 int api_memory_store_batch(rpc_call *c);

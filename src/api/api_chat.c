@@ -25,6 +25,7 @@
 #include "chat/chat.h"
 #include "lib/jw.h"
 #include "lib/util.h"
+#include "lib/workq.h"
 #include "persona/persona.h"
 
 #define MESSAGE_MAX_BYTES (32 * 1024)
@@ -311,6 +312,24 @@ static int start(rpc_call *c, bool stream)
         wire_free(w);
     }
     return 0;
+}
+
+/* A chat starts with a memory search, the prompt and the backend request:
+ * ~0.2-0.3 ms of work that a worker would first have to be woken for (~0.1
+ * ms on an idle vCPU, the largest single step left in the time to first
+ * token). When the server is idle - no chat waiting for or receiving tokens,
+ * no job waiting for a worker, the persona's collection in RAM and the
+ * built-in embedder - the service thread does it itself: nobody else is
+ * waiting for it then, and a connection that sends meanwhile waits at most
+ * that long. Otherwise a worker does, as for any blocking method. */
+bool api_chat_inline_if(app *a, rpc_session *s, const jv *params)
+{
+    (void)params;
+    if (!a->cfg.chat_inline || chat_active() || workq_depth(a->workers)) return false;
+    char pid[40];
+    if (!rpc_session_current(s, pid) || !mem_search_ready(a->memory, pid)) return false;
+    chat_count_inline_start();
+    return true;
 }
 
 int api_persona_chat(rpc_call *c)

@@ -30,8 +30,8 @@ static const rpc_method g_table[] = {
     WORKER("persona.delete", api_persona_delete),
     WORKER("persona.memory", api_persona_memory),
     /* chat - api_chat.c */
-    WORKER("persona.chat", api_persona_chat),
-    WORKER("persona.chat_stream", api_persona_chat_stream),
+    {"persona.chat", api_persona_chat, RPC_WORKER, api_chat_inline_if},
+    {"persona.chat_stream", api_persona_chat_stream, RPC_WORKER, api_chat_inline_if},
     INLINE("persona.chat_cancel", api_persona_chat_cancel),
     /* memory.* - api_memory.c */
     WORKER_CONCURRENT("memory.store", api_memory_store),

@@ -35,6 +35,7 @@ typedef struct app_config {
     int ping_interval_secs;
     int workers;
     int pool_size, pool_overflow;
+    bool chat_inline; /* start chats on the service thread when idle (--chat-on-workers: no) */
     char auth_token[256];
     char allowed_origins[1024]; /* comma-separated extra origins */
     llm_config llm;             /* chat backend: provider, URL, model, key, timeouts */

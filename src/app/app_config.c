@@ -54,6 +54,7 @@ static void defaults(app_config *c)
     c->workers = 0; /* 0 = four per core (at most 64) */
     c->pool_size = 5;
     c->pool_overflow = 10;
+    c->chat_inline = true;
     llm_config_default(&c->llm);
     c->llm.provider = LLM_OLLAMA; /* the original's backend, at its default address */
     mem_config_default(&c->mem);
@@ -105,6 +106,7 @@ enum {
     OPT_LLM_MAXTOK,
     OPT_STDIO,
     OPT_FIXTURES,
+    OPT_CHAT_ON_WORKERS,
     OPT_EMBEDDER,
     OPT_EMBED_URL,
     OPT_EMBED_MODEL,
@@ -155,6 +157,7 @@ static const struct option g_opts[] = {
     {"simulate", required_argument, 0, OPT_SIMULATE},
     {"tick-seconds", required_argument, 0, OPT_TICK},
     {"conformance-fixtures", no_argument, 0, OPT_FIXTURES},
+    {"chat-on-workers", no_argument, 0, OPT_CHAT_ON_WORKERS},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},
     {0, 0, 0, 0},
@@ -184,6 +187,8 @@ void app_config_usage(FILE *out)
         "  --idle-timeout SECS      close connections idle this long (env WEBSOCKET_TIMEOUT; 300)\n"
         "  --ping-interval SECS     WebSocket ping on quiet connections (default 30; 0 = off)\n"
         "  --workers N              worker threads (default: 4 per core, at most 64)\n"
+        "  --chat-on-workers        start every chat on a worker (default: on the service\n"
+        "                           thread when no other chat runs and no job waits)\n"
         "  --pool-size N            read connections kept open (default 5)\n"
         "  --pool-overflow N        extra read connections on demand (default 10)\n"
         "  --auth-token TOKEN       require 'Authorization: Bearer TOKEN' (env "
@@ -392,6 +397,7 @@ static int apply(app_config *c, int key, const char *v, char *err, size_t n)
     if (key == OPT_STDIO) return (c->stdio = true), 0;
     if (key >= OPT_EMBEDDER) return apply_command(c, key, v, err, n);
     if (key == OPT_FIXTURES) return (c->mcp_fixtures = true), 0;
+    if (key == OPT_CHAT_ON_WORKERS) return (c->chat_inline = false), 0;
     if (key >= OPT_LLM_PROVIDER) return apply_llm(&c->llm, key, v, err, n);
     if (key >= OPT_EMBED_DIM) return apply_memory(&c->mem, key, v, err, n);
     switch (key) {

@@ -69,7 +69,7 @@ static struct {
     int active;
     atomic_bool shutting_down;
     metrics_hist ttft;
-    atomic_uint_fast64_t tokens, streams, errors, fallbacks, cancels;
+    atomic_uint_fast64_t tokens, streams, errors, fallbacks, cancels, inline_starts;
     atomic_uint_fast64_t stream_ns; /* first token to last, summed */
 } G = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -524,9 +524,22 @@ int chat_begin(app *a, const chat_req *r, const chat_events *ev, void *ctx, int 
 
 /* ---- metrics ------------------------------------------------------------------------ */
 
+void chat_count_inline_start(void)
+{
+    atomic_fetch_add(&G.inline_starts, 1);
+}
+
+int chat_active(void)
+{
+    pthread_mutex_lock(&G.mu);
+    int n = G.active;
+    pthread_mutex_unlock(&G.mu);
+    return n;
+}
+
 void chat_write_metrics(jw *w)
 {
-    char buf[1024];
+    char buf[2048];
     pthread_mutex_lock(&G.mu);
     int active = G.active;
     pthread_mutex_unlock(&G.mu);
@@ -546,11 +559,15 @@ void chat_write_metrics(jw *w)
         "# HELP pmcp_chat_fallbacks_total Chats answered by the fallback reply\n"
         "# TYPE pmcp_chat_fallbacks_total counter\npmcp_chat_fallbacks_total %llu\n"
         "# HELP pmcp_chat_cancelled_total Chats cancelled\n"
-        "# TYPE pmcp_chat_cancelled_total counter\npmcp_chat_cancelled_total %llu\n",
+        "# TYPE pmcp_chat_cancelled_total counter\npmcp_chat_cancelled_total %llu\n"
+        "# HELP pmcp_chat_inline_starts_total Chats started on the service thread (idle server)\n"
+        "# TYPE pmcp_chat_inline_starts_total counter\npmcp_chat_inline_starts_total %llu\n",
         active, (unsigned long long)atomic_load(&G.streams),
         (unsigned long long)atomic_load(&G.tokens), (double)atomic_load(&G.stream_ns) / 1e9,
         (unsigned long long)atomic_load(&G.errors), (unsigned long long)atomic_load(&G.fallbacks),
-        (unsigned long long)atomic_load(&G.cancels));
+        (unsigned long long)atomic_load(&G.cancels),
+        (unsigned long long)atomic_load(&G.inline_starts));
+    if (n < 0 || n >= (int)sizeof buf) abort(); /* the text above outgrew buf */
     jw_append(w, buf, (size_t)n);
     jw_puts(w, "# HELP pmcp_chat_ttft_seconds Request received to first token relayed\n"
                "# TYPE pmcp_chat_ttft_seconds histogram\n");

@@ -13,7 +13,8 @@
  * This is the domain function behind persona.chat, persona.chat_stream and
  * the MCP chat tool: each adapter turns the events into its own frames.
  *
- * Threads: chat_begin() blocks (memory search) and runs on a worker.
+ * Threads: chat_begin() blocks (memory search) and runs on a worker, or on
+ * the service thread when the server is idle (api_chat_inline_if).
  * on_token runs on the upstream thread; on_end runs once, on a worker (or
  * the upstream thread during shutdown). chat_cancel() is thread-safe.
  */
@@ -74,7 +75,9 @@ int chat_begin(app *a, const chat_req *r, const chat_events *ev, void *ctx, int 
 /* Cancel the chats of a session matching a stream id or a request id
  * (either may be NULL). Returns how many. */
 int chat_cancel_matching(uint64_t session, const char *stream_id, const char *request_id);
-void chat_shutdown(void); /* from now on, finish on the calling thread */
+void chat_shutdown(void);           /* from now on, finish on the calling thread */
+int chat_active(void);              /* chats waiting for or receiving tokens */
+void chat_count_inline_start(void); /* a chat starts on the service thread */
 void chat_write_metrics(struct jw *w);
 void chat_write_status(struct jw *w); /* active streams, ttft, tokens for system.status */
 

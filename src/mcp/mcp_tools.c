@@ -220,6 +220,8 @@ static int run_method(rpc_call *c, const mcp_tool *t, const jv *args)
     if (rc != 0) {
         char text[700];
         int n = snprintf(text, sizeof text, "%s (code %d)", sub.err_msg, sub.err_code);
+        if (n < 0) n = 0;
+        if (n >= (int)sizeof text) n = (int)sizeof text - 1;
         mcp_text_result(w, text, (size_t)n, true);
     } else {
         jw_obj_begin(w);
@@ -319,7 +321,10 @@ static void sampled(void *ctx, const jv *result, const jv *error)
     const jv *msg = jv_get(error, "message");
     if (jv_is_str(msg)) why = msg->u.s;
     char buf[400];
+    /* why is the client's text, of any length: the message is cut to buf */
     int n = snprintf(buf, sizeof buf, "No LLM backend is reachable and sampling failed: %s", why);
+    if (n < 0) n = 0;
+    if (n >= (int)sizeof buf) n = (int)sizeof buf - 1;
     tool_result(t, buf, (size_t)n, true, NULL);
 }
 

@@ -156,6 +156,12 @@ bool mem_stats_ready(mem_store *m, const char *pid)
     return c->loaded && c->today == coll_day(app_now());
 }
 
+bool mem_search_ready(mem_store *m, const char *pid)
+{
+    if (m->remote || !pid || strlen(pid) > MEM_PERSONA_MAX) return false;
+    return coll_get(m, pid)->loaded;
+}
+
 static const char SQL_SHARED[] =
     "SELECT persona_id, sum(visibility = 'shared'), sum(visibility = 'public'),"
     " sum(related_personas <> '[]') FROM memories GROUP BY persona_id ORDER BY persona_id";
@@ -210,7 +216,7 @@ void mem_write_collection_metrics(mem_store *m, jw *w)
     for (int b = 0; b < MEM_MAP_BUCKETS; b++)
         for (mem_coll *c = m->buckets[b]; c; c = c->next) loaded += c->loaded;
     pthread_mutex_unlock(&m->map_mu);
-    char buf[1024];
+    char buf[2048];
     int n = snprintf(
         buf, sizeof buf,
         "# HELP pmcp_memory_collection_loads_total Collections loaded from SQLite\n"
@@ -229,6 +235,7 @@ void mem_write_collection_metrics(mem_store *m, jw *w)
         (unsigned long long)atomic_load(&m->loads), (unsigned long long)atomic_load(&m->evictions),
         (double)atomic_load(&m->load_ns) / 1e9, (unsigned long long)atomic_load(&m->resident_bytes),
         loaded);
+    if (n < 0 || n >= (int)sizeof buf) abort(); /* the text above outgrew buf */
     jw_append(w, buf, (size_t)n);
     uint64_t hits, misses;
     mem_rowcache_counts(m->rows, &hits, &misses);
@@ -240,6 +247,7 @@ void mem_write_collection_metrics(mem_store *m, jw *w)
                  "# TYPE pmcp_memory_row_cache_misses_total counter\n"
                  "pmcp_memory_row_cache_misses_total %llu\n",
                  (unsigned long long)hits, (unsigned long long)misses);
+    if (n < 0 || n >= (int)sizeof buf) abort();
     jw_append(w, buf, (size_t)n);
 }
 

@@ -183,6 +183,10 @@ int mem_write_stats(mem_store *m, const char *persona_id, struct jw *w, mem_err 
 /* True when mem_write_stats() would not touch SQLite (collection loaded):
  * the service thread may then call it inline. Never blocks for long. */
 bool mem_stats_ready(mem_store *m, const char *persona_id);
+/* True when a text search of persona_id's memories would neither load its
+ * collection nor call a remote embedder: only the k rows may be read, from
+ * the row cache or (on a miss) SQLite. */
+bool mem_search_ready(mem_store *m, const char *persona_id);
 int mem_write_shared_stats(mem_store *m, struct jw *w, mem_err *e);
 void mem_write_collection_metrics(mem_store *m, struct jw *w); /* Prometheus text */
 

@@ -1063,3 +1063,26 @@ def test_chat_metrics(chat_server, fake):
     assert metric(text, "pmcp_chat_total") >= 2
     assert metric(text, "pmcp_chat_tokens_total") >= 2 * len(tokens_of(DEFAULT_REPLY))
     assert metric(text, "pmcp_chat_active_streams") == 0
+    # The second chat found the server idle and Aria's memories in RAM: it started on the
+    # service thread (docs/ARCHITECTURE.md, "A chat's start").
+    assert metric(text, "pmcp_chat_inline_starts_total") >= 1
+
+
+def test_chat_on_workers_flag(chat_server, fake):
+    """--chat-on-workers: every chat starts on a worker; the answers are the same."""
+    srv = chat_server(extra=["--chat-on-workers"])
+
+    async def go():
+        async with Conn(srv.url) as c:
+            await switch(c)
+            first = await c.result("persona.chat", {"message": "count me"})
+            _, events = await stream(c, "and me")
+            return first, events
+
+    first, events = srun(srv, go())
+    assert first["response"] == DEFAULT_REPLY, first
+    chunks, complete = check_stream(events)
+    assert complete["full_response"] == DEFAULT_REPLY, complete
+    code, _, body = srv.http_get("/metrics")
+    assert code == 200
+    assert metric(body.decode(), "pmcp_chat_inline_starts_total") == 0

@@ -81,12 +81,14 @@ def deps(_need_npm, tmp_path_factory):
 
 
 def run_client(deps, target, steps=(), sample=None, elicit=None, headers=None,
-               session_id=None, expect_connect=True, timeout=CLIENT_TIMEOUT):
+               session_id=None, expect_connect=True, timeout=CLIENT_TIMEOUT, sample_error=None):
     """Run tests/mcp/client.mjs; returns its JSON document."""
     node = os.path.join(deps, "node_modules", ".bin", "node")
     cmd = [node, str(CLIENT), "--deps", deps, "--steps", json.dumps(list(steps))]
     if sample is not None:
         cmd += ["--sample", sample]
+    if sample_error is not None:
+        cmd += ["--sample-error", sample_error]
     if elicit is not None:
         cmd += ["--elicit", json.dumps(elicit)]
     for k, v in (headers or {}).items():
@@ -479,6 +481,25 @@ def test_sampling_when_llm_unreachable(face, deps):
     r = step_ok(doc, 0)
     assert r["structuredContent"]["fallback"] is True and r["content"][0]["text"]
     assert doc["serverRequests"] == []
+
+
+def test_sampling_error_of_any_length(face, deps):
+    """A client whose model fails: the chat tool reports it as a tool error, quoting the
+    client's message cut to a bounded size (it is the client's text, of any length)."""
+    face.start(["--llm-provider", "ollama", "--llm-url", f"http://127.0.0.1:{closed_port()}",
+                "--llm-model", "fake", "--llm-connect-timeout-ms", "500"])
+    long_msg = "the client's model is out of tokens " + "x" * 5000
+    doc = run_client(deps, face.target, [
+        call("chat", {"persona_id": "Kira", "message": "What is entropy?"}),
+        req("ping"),
+    ], sample_error=long_msg)
+    r = step_ok(doc, 0)
+    assert r["isError"] is True, r
+    text = r["content"][0]["text"]
+    assert text.startswith("No LLM backend is reachable and sampling failed: "), text[:120]
+    assert "the client's model is out of tokens xxx" in text, text[:120]
+    assert 100 < len(text) < 400, len(text)
+    assert step_ok(doc, 1) == {}
 
 
 def test_fixtures_need_the_flag_and_talk_back(face, deps):

@@ -31,7 +31,8 @@
 // keeps the value's JSON type; inside a longer string it is interpolated).
 //
 // Options: --sample TEXT (declare sampling and answer sampling/createMessage with
-// TEXT), --elicit JSON (declare elicitation and accept with JSON content),
+// TEXT), --sample-error TEXT (declare sampling and fail every sampling request with
+// that message), --elicit JSON (declare elicitation and accept with JSON content),
 // --header "K: V" (HTTP, repeatable), --session-id ID (HTTP: reuse a session
 // without initializing, as the SDK does to reconnect), --timeout MS (per
 // request, default 20000), --env K=V (stdio server, repeatable).
@@ -63,6 +64,7 @@ const opts = { headers: {}, env: {}, steps: [], timeout: 20000 };
     else if (a === '--deps') opts.deps = next();
     else if (a === '--steps') opts.steps = JSON.parse(next());
     else if (a === '--sample') opts.sample = next();
+    else if (a === '--sample-error') opts.sampleError = next();
     else if (a === '--elicit') opts.elicit = JSON.parse(next());
     else if (a === '--session-id') opts.sessionId = next();
     else if (a === '--timeout') opts.timeout = Number(next());
@@ -104,7 +106,7 @@ function errorInfo(e) {
 }
 
 const capabilities = {};
-if (opts.sample !== undefined) capabilities.sampling = {};
+if (opts.sample !== undefined || opts.sampleError !== undefined) capabilities.sampling = {};
 if (opts.elicit !== undefined) capabilities.elicitation = {};
 const client = new Client({ name: 'persona-mcp-tests', version: '1.0.0' }, { capabilities });
 
@@ -120,6 +122,12 @@ if (opts.sample !== undefined) {
       model: 'persona-mcp-test-client',
       stopReason: 'endTurn',
     };
+  });
+}
+if (opts.sampleError !== undefined) {
+  client.setRequestHandler(types.CreateMessageRequestSchema, async (req) => {
+    out.serverRequests.push({ method: req.method, params: req.params });
+    throw new types.McpError(types.ErrorCode.InternalError, opts.sampleError);
   });
 }
 if (opts.elicit !== undefined) {
