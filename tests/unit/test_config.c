@@ -141,6 +141,7 @@ static void test_defaults(void **state)
     assert_int_equal(c->workers, 0);
     assert_int_equal(c->pool_size, 5);
     assert_int_equal(c->pool_overflow, 10);
+    assert_true(c->chat_inline);
     assert_string_equal(c->auth_token, "");
     assert_string_equal(c->allowed_origins, "");
     assert_int_equal(c->llm.provider, LLM_OLLAMA);
@@ -299,8 +300,10 @@ static void test_every_flag(void **state)
     free(l);
 
     l = LOAD("--ping-interval", "0", "--workers", "256", "--pool-size", "1", "--pool-overflow", "0",
-             "--auth-token", "tok", "--allowed-origins", "https://a,https://b", "--db", "/x/y.db");
+             "--auth-token", "tok", "--allowed-origins", "https://a,https://b", "--db", "/x/y.db",
+             "--chat-on-workers");
     expect_ok(l);
+    assert_false(l->c.chat_inline);
     assert_int_equal(l->c.ping_interval_secs, 0);
     assert_int_equal(l->c.workers, 256);
     assert_int_equal(l->c.pool_size, 1);
