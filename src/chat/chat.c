@@ -540,9 +540,7 @@ int chat_active(void)
 void chat_write_metrics(jw *w)
 {
     char buf[2048];
-    pthread_mutex_lock(&G.mu);
-    int active = G.active;
-    pthread_mutex_unlock(&G.mu);
+    int active = chat_active();
     int n = snprintf(
         buf, sizeof buf,
         "# HELP pmcp_chat_active_streams Chats waiting for or receiving tokens\n"
@@ -576,9 +574,7 @@ void chat_write_metrics(jw *w)
 
 void chat_write_status(jw *w)
 {
-    pthread_mutex_lock(&G.mu);
-    int active = G.active;
-    pthread_mutex_unlock(&G.mu);
+    int active = chat_active();
     uint64_t cnt = atomic_load(&G.ttft.count);
     double ttft = cnt ? (double)atomic_load(&G.ttft.sum_ns) / (double)cnt / 1e9 : 0;
     double secs = (double)atomic_load(&G.stream_ns) / 1e9;

@@ -175,7 +175,7 @@ void mem_rowcache_attach(mem_store *m);
 void mem_rowcache_detach(mem_store *m);
 
 /* mem_search.c: read full rows by seq through a pool connection. */
-int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, const float *scores, size_t n,
-                   jarena *a, mem_row *out, size_t *got);
+int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, size_t n, jarena *a,
+                   mem_row *out, size_t *got);
 
 #endif

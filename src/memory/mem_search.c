@@ -69,8 +69,8 @@ static void read_row(sqlite3_stmt *q, jarena *a, mem_row *r)
     r->last_accessed = sqlite3_column_double(q, 11);
 }
 
-int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, const float *scores, size_t n,
-                   jarena *a, mem_row *out, size_t *got)
+int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, size_t n, jarena *a,
+                   mem_row *out, size_t *got)
 {
     (void)m;
     sqlite3_stmt *q = store_conn_stmt(sc, SQL_ROW);
@@ -82,8 +82,7 @@ int mem_fetch_rows(mem_store *m, store_conn *sc, const int64_t *seqs, const floa
         if (rc == SQLITE_ROW) {
             out[k].seq = seqs[i];
             read_row(q, a, &out[k]);
-            out[k].similarity = scores ? scores[i] : 0;
-            k++;
+            out[k++].similarity = 0; /* a search sets its own */
         }
         sqlite3_reset(q);
         if (rc != SQLITE_ROW && rc != SQLITE_DONE) return rc;
@@ -101,7 +100,7 @@ static int fetch_misses(mem_store *m, uint64_t gen, const int64_t *seqs, size_t 
     store_conn *sc = store_pool_get(m->st);
     if (!sc) return -1;
     bool txn = n > 1 && store_conn_exec(sc, "BEGIN") == SQLITE_OK;
-    int rc = mem_fetch_rows(m, sc, seqs, NULL, n, a, out, got);
+    int rc = mem_fetch_rows(m, sc, seqs, n, a, out, got);
     if (txn) store_conn_exec(sc, "COMMIT");
     store_pool_put(m->st, sc);
     if (rc != SQLITE_OK) return rc;
@@ -401,8 +400,7 @@ int mem_list(mem_store *m, const char *persona_id, size_t offset, size_t limit, 
         while ((rc = sqlite3_step(q)) == SQLITE_ROW && k < limit)
             seqs[k++] = sqlite3_column_int64(q, 0);
         sqlite3_reset(q);
-        if (rc == SQLITE_DONE || rc == SQLITE_ROW)
-            rc = mem_fetch_rows(m, sc, seqs, NULL, k, a, *rows, n);
+        if (rc == SQLITE_DONE || rc == SQLITE_ROW) rc = mem_fetch_rows(m, sc, seqs, k, a, *rows, n);
     }
     store_pool_put(m->st, sc);
     return rc == SQLITE_OK ? 0

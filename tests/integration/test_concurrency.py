@@ -8,7 +8,6 @@ another connection's persona is cross-talk.
 import asyncio
 import json
 import random
-import socket
 import time
 
 from conftest import Conn, RawWs, assert_success, run, unique_name
