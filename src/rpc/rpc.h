@@ -164,6 +164,12 @@ int rpc_fail(rpc_call *c, int code, const char *fmt, ...) __attribute__((format(
 rpc_deferred *rpc_defer(rpc_call *c, bool ordered, const jv *id);
 /* Send {"jsonrpc":"2.0","result":<result>,"id":<id>} (result = JSON text). */
 void rpc_deferred_result(rpc_deferred *d, const char *result, size_t len);
+/* The same, written in place (one buffer per frame, no copy: streamed
+ * tokens): write exactly one JSON value into the returned writer, then
+ * hand it to rpc_deferred_result_end, which sends it and owns it. A writer
+ * never ended must be jw_free'd. */
+jw rpc_deferred_result_begin(rpc_deferred *d);
+void rpc_deferred_result_end(rpc_deferred *d, jw *w);
 /* Send an error frame; data (JSON text) may be NULL. */
 void rpc_deferred_error(rpc_deferred *d, int code, const char *msg, const char *data);
 /* Send any complete JSON-RPC message (a notification, a server request)

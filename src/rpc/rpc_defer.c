@@ -82,10 +82,21 @@ static void frame_send(rpc_deferred *d, jw *w)
     d->sink->ops->send(d->sink, w);
 }
 
-void rpc_deferred_result(rpc_deferred *d, const char *result, size_t len)
+jw rpc_deferred_result_begin(rpc_deferred *d)
 {
     jw w = frame_begin(d);
     jw_append(&w, "\"result\":", 9);
+    return w;
+}
+
+void rpc_deferred_result_end(rpc_deferred *d, jw *w)
+{
+    frame_send(d, w);
+}
+
+void rpc_deferred_result(rpc_deferred *d, const char *result, size_t len)
+{
+    jw w = rpc_deferred_result_begin(d);
     jw_append(&w, result, len);
     frame_send(d, &w);
 }
