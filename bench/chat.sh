@@ -110,6 +110,12 @@ run() { # name file args... -> appends key=values to file; counts failures
         status=1
     fi
 }
+# CPU time the hypervisor gave to other guests while we wanted it ("steal" in
+# /proc/stat): on a shared VM the 1,000-stream tail follows it more than our code.
+cpu_ticks() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+steal_pct() { # "steal total" before, after -> key=value
+    echo "$1 $2" | awk '{d = $4 - $2; v = d > 0 ? ($3 - $1) * 100 / d : 0; printf "chat.streams.host_steal_pct=%.2f\n", v}'
+}
 COMMON=(--pmcp-port "$PORT" --fake-port "$FPORT" --persona Aria)
 # The load steps chat with Kira: every chat stores a memory, so the 1,000-stream step adds
 # 1,000 to its persona, and the TTFT probes of the next run would otherwise search a
@@ -123,10 +129,14 @@ for ((r = 1; r <= REPEAT; r++)); do
         --tokens 5 --delay-ms 2
     run cpu "$TMP/cpu.$r" cpu "${LOAD[@]}" --pid "$SPID" --streams 20 --tokens 200 --delay-ms 5 \
         --first-token-ms "$FIRST_MS"
+    st0=$(cpu_ticks)
     run streams "$TMP/streams.$r" streams "${LOAD[@]}" --pid "$SPID" --streams "$STREAMS" \
         --conns "$CONNS" --tokens "$TOKENS" --delay-ms "$DELAY" --first-token-ms "$FIRST_MS" \
         --ramp-ms "$RAMP"
-    echo "# run $r done, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    steal_pct "$st0" "$(cpu_ticks)" >>"$TMP/streams.$r"
+    echo "# run $r done, load average $(cut -d' ' -f1-3 /proc/loadavg);" \
+        "1,000-stream relay p99 $(grep -h '^chat.streams.relay_p99_ms=' "$TMP/streams.$r" | cut -d= -f2) ms," \
+        "host steal $(grep -h '^chat.streams.host_steal_pct=' "$TMP/streams.$r" | cut -d= -f2)%"
 done
 OUT="$TMP/results"
 {
@@ -169,6 +179,7 @@ END {
     row("  token relay p99 ms, steady phase only", f(num("chat.streams.steady_relay_p99_ms"), 3), f(num("chat.fake.steady_relay_p99_ms"), 3), "")
     row("  fake schedule lag p99 ms", f(num("chat.streams.fake_schedule_lag_p99_ms"), 2), f(num("chat.fake.fake_schedule_lag_p99_ms"), 2), "")
     row("  server CPU us per token (incl. chats)", f(num("chat.streams.server_cpu_us_per_token"), 1), "", "")
+    row("  host steal % (CPU the VM wanted, given to others)", f(num("chat.streams.host_steal_pct"), 2), "", "")
     row("load average before / after", v["loadavg.before"] " / " v["loadavg.after"], "", "")
 }' "$OUT"
 echo

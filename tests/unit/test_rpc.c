@@ -870,10 +870,88 @@ static void test_execute_appends_after_headroom(void **state)
     jarena_free(&scratch);
 }
 
+/* A sink that keeps what it is sent (frames after their headroom). */
+typedef struct rec_sink {
+    rpc_sink base;
+    char frames[4][256];
+    int nframes, refs, watched, finished;
+} rec_sink;
+
+static void rec_send(rpc_sink *s, jw *frame)
+{
+    rec_sink *r = (rec_sink *)s;
+    assert_int_equal(frame->headroom, s->headroom);
+    assert_true(r->nframes < 4 && jw_size(frame) < sizeof r->frames[0]);
+    memcpy(r->frames[r->nframes], jw_data(frame), jw_size(frame));
+    r->frames[r->nframes++][jw_size(frame)] = 0;
+    jw_free(frame); /* the sink owns it */
+}
+static void rec_finish(rpc_sink *s)
+{
+    ((rec_sink *)s)->finished++;
+}
+static void rec_ref(rpc_sink *s)
+{
+    ((rec_sink *)s)->refs++;
+}
+static void rec_unref(rpc_sink *s)
+{
+    ((rec_sink *)s)->refs--;
+}
+static void rec_watch(rpc_sink *s, rpc_deferred *d)
+{
+    (void)d;
+    ((rec_sink *)s)->watched++;
+}
+static void rec_unwatch(rpc_sink *s, rpc_deferred *d)
+{
+    (void)d;
+    ((rec_sink *)s)->watched--;
+}
+static const rpc_sink_ops g_rec_ops = {rec_send,  rec_finish, rec_ref,
+                                       rec_unref, rec_watch,  rec_unwatch};
+
+static void test_deferred_result_in_place_equals_copy(void **state)
+{
+    (void)state;
+    /* A result written in place (streamed tokens) leaves as the same frame as one
+     * handed over as text, with the request's id and the sink's headroom. */
+    rec_sink sink = {.base = {&g_rec_ops, 16}};
+    jarena ar;
+    jarena_init(&ar);
+    json_error err;
+    jv *id = json_parse(&ar, "\"req-7\"", 7, 0, JSON_DEFAULT_MAX_DEPTH, &err);
+    assert_non_null(id);
+    rpc_call c = {.app = &g_app, .sink = &sink.base, .can_defer = true, .req_id = id};
+    rpc_deferred *d = rpc_defer(&c, true, id);
+    assert_non_null(d);
+    assert_int_equal(sink.refs, 1);
+    assert_int_equal(sink.watched, 1);
+    const char *ev = "{\"event_type\":\"stream_chunk\",\"chunk\":\"Hi\"}";
+    rpc_deferred_result(d, ev, strlen(ev));
+    jw w = rpc_deferred_result_begin(d);
+    jw_obj_begin(&w);
+    jw_kstr(&w, "event_type", "stream_chunk");
+    jw_kstr(&w, "chunk", "Hi");
+    jw_obj_end(&w);
+    rpc_deferred_result_end(d, &w);
+    assert_int_equal(sink.nframes, 2);
+    assert_string_equal(sink.frames[0],
+                        "{\"jsonrpc\":\"2.0\",\"result\":{\"event_type\":\"stream_chunk\","
+                        "\"chunk\":\"Hi\"},\"id\":\"req-7\"}");
+    assert_string_equal(sink.frames[1], sink.frames[0]);
+    rpc_deferred_end(d, true);
+    assert_int_equal(sink.refs, 0);
+    assert_int_equal(sink.watched, 0);
+    assert_int_equal(sink.finished, 1); /* ordered: the connection may go on */
+    jarena_free(&ar);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deferred_result_in_place_equals_copy),
         cmocka_unit_test(test_success_has_no_error_key),
         cmocka_unit_test(test_error_has_no_result_key),
         cmocka_unit_test(test_failure_discards_partial_result),
