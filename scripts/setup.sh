@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=${1:-release}
 
-BUILD_PKGS=(build-essential cmake pkg-config clang-format libwebsockets-dev libsimdjson-dev
-  libcurl4-openssl-dev libsqlite3-dev libssl-dev zlib1g-dev)
+BUILD_PKGS=(build-essential cmake pkg-config clang-format libwebsockets-dev
+  libwebsockets-evlib-ev libev-dev libsimdjson-dev libcurl4-openssl-dev libsqlite3-dev
+  libssl-dev zlib1g-dev)
 TEST_PKGS=(libcmocka-dev python3 python3-websockets python3-pytest python3-ujson)
 
 want=("${BUILD_PKGS[@]}")
