@@ -312,7 +312,7 @@ static void conn_drop_queues(net_conn *c)
 
 /* ---- cross-thread posting ------------------------------------------------- */
 
-static _Thread_local bool t_service; /* set on the thread that runs lws_service */
+static _Thread_local bool t_service; /* set on the thread that runs the event loop (net_run) */
 
 bool net_on_service_thread(void)
 {
