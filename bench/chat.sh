@@ -13,7 +13,9 @@
 #   3. per token: server CPU per relayed token, relay latency through persona-mcp vs direct
 #   4. N concurrent streams (default 1,000 at 20 tokens/s over 50 WebSocket connections):
 #      per-token relay latency p50/p99 (arrival - the fake's stamp), and p99 of the
-#      steady phase alone (every stream started, none ended: no chat set-up or store)
+#      steady phase alone (every stream started, none ended: no chat set-up or store),
+#      and the host's steal during the run (CPU the VM wanted and another guest got:
+#      on a shared 2-vCPU VM the tail follows it; docs/BENCHMARKS.md, 2026-12-07)
 # Each step runs BENCH_REPEAT times; each key's median over the runs is reported.
 #
 # usage: bench/chat.sh [BUILD_DIR]        (default build-rel, relative to the repo root)
