@@ -68,6 +68,11 @@ typedef struct json_error {
     char msg[128]; /* e.g. "invalid UTF-8 at byte 17", "nesting deeper than 64" */
 } json_error;
 
+/* json_parse's error path (json_diag.c): re-read s against the JSON grammar
+ * and describe its first problem with a byte offset in err; `fallback` when
+ * the grammar finds none. Only for input a parser has already rejected. */
+void json_diagnose(const char *s, size_t n, int max_depth, const char *fallback, json_error *err);
+
 /* Parse len bytes at buf. If cap >= len + JSON_PADDING the buffer is used in
  * place; otherwise it is copied. Returns NULL and fills err on any error:
  * syntax, invalid UTF-8, numbers out of range, nesting deeper than max_depth,

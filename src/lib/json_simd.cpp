@@ -17,16 +17,14 @@
  *   itself rejects integers beyond that and doubles beyond the double range.
  * - simdjson gives an error code but no position. On the (cold) error path
  *   UTF-8 errors are located with jw_utf8_prefix() and structural/number/
- *   literal errors by diagnose(), a small re-scan against the JSON grammar,
+ *   literal errors by json_diagnose(), a small re-scan against the grammar,
  *   so callers get "invalid UTF-8 at byte 17", "unexpected ']' at byte 3",
  *   "trailing content at byte 5", "unexpected end of input", "nesting deeper
- *   than 64", "number out of range at byte 9". That scanner is most of this
- *   file; the fast path is parse_with() and the convert_*() walk.
+ *   than 64", "number out of range at byte 9". That scanner is plain C
+ *   (json_diag.c); the fast path is parse_with() and the convert_*() walk.
  */
 #include <simdjson.h>
 
-#include <cerrno>
-#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -55,132 +53,7 @@ static bool fail(json_error *err, const char *fmt, ...)
     return false;
 }
 
-/* ---- error path: locate what simdjson only named ------------------------- */
-
-static bool is_ws(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static bool is_delim(char c)
-{
-    return is_ws(c) || c == '[' || c == ']' || c == '{' || c == '}' || c == ',' || c == ':' ||
-           c == '"';
-}
-
-/* Index just past the string opening at s[i], or n + 1 if unterminated. */
-static size_t string_end(const char *s, size_t n, size_t i)
-{
-    for (i++; i < n; i++) {
-        if (s[i] == '\\')
-            i++;
-        else if (s[i] == '"')
-            return i + 1;
-    }
-    return n + 1;
-}
-
-static size_t digits(const char *s, size_t n, size_t i)
-{
-    while (i < n && s[i] >= '0' && s[i] <= '9') i++;
-    return i;
-}
-
-/* RFC 8259 number grammar over the whole token; *integral if no frac/exp. */
-static bool number_syntax(const char *s, size_t n, bool *integral)
-{
-    size_t i = s[0] == '-' ? 1 : 0, d;
-    if (i < n && s[i] == '0')
-        i++;
-    else if (i < n && s[i] >= '1' && s[i] <= '9')
-        i = digits(s, n, i);
-    else
-        return false;
-    *integral = i == n;
-    if (i < n && s[i] == '.') {
-        if ((d = digits(s, n, i + 1)) == i + 1) return false;
-        i = d;
-    }
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-        i += (i + 1 < n && (s[i + 1] == '+' || s[i + 1] == '-')) ? 2 : 1;
-        if ((d = digits(s, n, i)) == i) return false;
-        i = d;
-    }
-    return i == n;
-}
-
-static bool number_in_range(const std::string &t, bool integral)
-{
-    errno = 0;
-    if (!integral) return !std::isinf(std::strtod(t.c_str(), nullptr));
-    if (t[0] == '-')
-        (void)std::strtoll(t.c_str(), nullptr, 10);
-    else
-        (void)std::strtoull(t.c_str(), nullptr, 10);
-    return errno != ERANGE;
-}
-
-/* Checks one scalar token; false (with err filled) if it is bad. */
-static bool scalar_ok(const char *s, size_t n, size_t at, json_error *err)
-{
-    bool integral = false;
-    if (s[0] == '-' || (s[0] >= '0' && s[0] <= '9')) {
-        if (!number_syntax(s, n, &integral)) return fail(err, "invalid number at byte %zu", at);
-        if (!number_in_range(std::string(s, n), integral))
-            return fail(err, "number out of range at byte %zu", at);
-        return true;
-    }
-    if ((n == 4 && !memcmp(s, "true", 4)) || (n == 5 && !memcmp(s, "false", 5)) ||
-        (n == 4 && !memcmp(s, "null", 4)))
-        return true;
-    return fail(err, "invalid token at byte %zu", at);
-}
-
-/* What the grammar allows next, for diagnose(). */
-enum expect { VALUE, VALUE_OR_CLOSE, KEY, KEY_OR_CLOSE, COLON, COMMA_OR_CLOSE, END };
-
-/* Re-reads the input token by token against the JSON grammar and reports the
- * first problem; `fallback` if it finds none (simdjson saw something else). */
-static void diagnose(const char *s, size_t n, int max_depth, const char *fallback, json_error *err)
-{
-    std::string open; /* stack of open brackets */
-    expect ex = VALUE;
-    for (size_t i = 0, at; i < n; i++) {
-        char c = s[at = i];
-        bool ok = ex == VALUE || ex == VALUE_OR_CLOSE;
-        if (is_ws(c)) continue;
-        if (ex == END) return (void)fail(err, "trailing content at byte %zu", at);
-        if (ok && (c == '[' || c == '{')) {
-            if (open.size() >= static_cast<size_t>(max_depth))
-                return (void)fail(err, "nesting deeper than %d", max_depth);
-            open.push_back(c);
-            ex = c == '[' ? VALUE_OR_CLOSE : KEY_OR_CLOSE;
-            continue;
-        } else if (c == ']' || c == '}') {
-            char want = c == ']' ? '[' : '{';
-            ok = (ex == COMMA_OR_CLOSE || ex == (want == '[' ? VALUE_OR_CLOSE : KEY_OR_CLOSE)) &&
-                 !open.empty() && open.back() == want;
-            if (ok) open.pop_back();
-        } else if ((c == ',' && ex == COMMA_OR_CLOSE) || (c == ':' && ex == COLON)) {
-            ex = c == ':' || open.back() == '[' ? VALUE : KEY;
-            continue;
-        } else if (c == '"') {
-            if ((i = string_end(s, n, i) - 1) >= n) break;
-            if (ex == KEY || ex == KEY_OR_CLOSE) {
-                ex = COLON;
-                continue;
-            }
-        } else if (c != '[' && c != '{' && c != ',' && c != ':') {
-            while (i + 1 < n && !is_delim(s[i + 1])) i++;
-            if (ok && !scalar_ok(s + at, i + 1 - at, at, err)) return;
-        } else {
-            ok = false;
-        }
-        if (!ok) return (void)fail(err, "unexpected '%c' at byte %zu", c, at);
-        ex = open.empty() ? END : COMMA_OR_CLOSE;
-    }
-    fail(err, "%s", ex == END ? fallback : "unexpected end of input");
-}
+/* ---- error path: name what simdjson only numbered ----------------------- */
 
 static const struct {
     error_code code;
@@ -203,7 +76,7 @@ static void report(error_code code, const char *buf, size_t len, int max_depth, 
     if (code == NUMBER_ERROR || code == TAPE_ERROR || code == DEPTH_ERROR || code == T_ATOM_ERROR ||
         code == F_ATOM_ERROR || code == N_ATOM_ERROR) {
         const char *fallback = code == NUMBER_ERROR ? "invalid number" : "invalid JSON";
-        diagnose(buf, len, max_depth, fallback, err);
+        json_diagnose(buf, len, max_depth, fallback, err);
         return;
     }
     for (const auto &m : kMessages)
