@@ -36,6 +36,7 @@ typedef struct app_config {
     int workers;
     int pool_size, pool_overflow;
     bool chat_inline; /* start chats on the service thread when idle (--chat-on-workers: no) */
+    int io_slice_us;  /* scheduler slice of the service and upstream threads; 0 = kernel's */
     char auth_token[256];
     char allowed_origins[1024]; /* comma-separated extra origins */
     llm_config llm;             /* chat backend: provider, URL, model, key, timeouts */

@@ -55,6 +55,7 @@ static void defaults(app_config *c)
     c->pool_size = 5;
     c->pool_overflow = 10;
     c->chat_inline = true;
+    c->io_slice_us = 100;
     llm_config_default(&c->llm);
     c->llm.provider = LLM_OLLAMA; /* the original's backend, at its default address */
     mem_config_default(&c->mem);
@@ -77,6 +78,7 @@ enum {
     OPT_WORKERS,
     OPT_POOL,
     OPT_OVERFLOW,
+    OPT_IO_SLICE,
     OPT_TOKEN,
     OPT_ORIGINS,
     OPT_HELP,
@@ -158,6 +160,7 @@ static const struct option g_opts[] = {
     {"tick-seconds", required_argument, 0, OPT_TICK},
     {"conformance-fixtures", no_argument, 0, OPT_FIXTURES},
     {"chat-on-workers", no_argument, 0, OPT_CHAT_ON_WORKERS},
+    {"io-slice-us", required_argument, 0, OPT_IO_SLICE},
     {"help", no_argument, 0, OPT_HELP},
     {"version", no_argument, 0, OPT_VERSION},
     {0, 0, 0, 0},
@@ -189,6 +192,8 @@ void app_config_usage(FILE *out)
         "  --workers N              worker threads (default: 4 per core, at most 64)\n"
         "  --chat-on-workers        start every chat on a worker (default: on the service\n"
         "                           thread when no other chat runs and no job waits)\n"
+        "  --io-slice-us N          scheduler time slice asked for the service and upstream\n"
+        "                           threads (default 100; 0 = the kernel's; Linux 6.12+)\n"
         "  --pool-size N            read connections kept open (default 5)\n"
         "  --pool-overflow N        extra read connections on demand (default 10)\n"
         "  --auth-token TOKEN       require 'Authorization: Bearer TOKEN' (env "
@@ -440,6 +445,10 @@ static int apply(app_config *c, int key, const char *v, char *err, size_t n)
         if (set_num("ping-interval", v, 0, 3600, &x, err, n)) return -1;
         c->ping_interval_secs = (int)x;
         return 0;
+    case OPT_IO_SLICE:
+        if (set_num("io-slice-us", v, 0, 100000, &x, err, n)) return -1;
+        c->io_slice_us = (int)x;
+        return 0;
     case OPT_WORKERS:
         if (set_num("workers", v, 0, 256, &x, err, n)) return -1;
         c->workers = (int)x;
@@ -569,6 +578,7 @@ int app_config_load(app_config *c, int argc, char **argv, char *err, size_t errl
     if (c->mem.weights.min > c->mem.weights.max)
         return fail(err, errlen, "MEMORY_IMPORTANCE_MIN must not exceed MEMORY_IMPORTANCE_MAX");
     if (!c->embed_url[0]) copy(c->embed_url, sizeof c->embed_url, c->llm.url);
+    c->llm.thread_slice_us = c->io_slice_us;
     if (!c->embed_model[0])
         copy(c->embed_model, sizeof c->embed_model,
              strcmp(c->embedder, "openai") == 0 ? "text-embedding-3-small" : "nomic-embed-text");

@@ -8,8 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 static void uuid_text(const unsigned char b[16], char out[40])
 {
@@ -141,4 +145,25 @@ struct timespec util_realtime_in(uint64_t us)
     ts.tv_sec += (time_t)(us / 1000000u + ns / 1000000000u);
     ts.tv_nsec = (long)(ns % 1000000000u);
     return ts;
+}
+
+/* ---- scheduling ------------------------------------------------------------------ */
+
+/* struct sched_attr as the kernel reads it (glibc 2.36 has no wrapper) */
+struct util_sched_attr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+};
+
+int util_set_slice_us(int us)
+{
+    if (us <= 0) return 0;
+    struct util_sched_attr a = {.size = sizeof a,
+                                .policy = SCHED_OTHER,
+                                .nice = getpriority(PRIO_PROCESS, 0),
+                                .runtime = (uint64_t)us * 1000u};
+    return (int)syscall(SYS_sched_setattr, 0, &a, 0);
 }

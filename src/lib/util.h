@@ -23,5 +23,9 @@ uint64_t util_hash64(const void *data, size_t n);
 /* The CLOCK_REALTIME time us microseconds from now: the deadline that
  * pthread_cond_timedwait takes on a default condition variable. */
 struct timespec util_realtime_in(uint64_t us);
+/* Ask the kernel for a time slice of us microseconds for the calling thread
+ * (EEVDF, Linux 6.12+: a shorter slice is scheduled sooner when it wakes).
+ * 0 on success or when us <= 0; -1 (errno) where the kernel has no such knob. */
+int util_set_slice_us(int us);
 
 #endif

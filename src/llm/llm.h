@@ -37,6 +37,8 @@ typedef struct llm_config {
     int total_timeout_ms;   /* whole request; default 300000 */
     int max_tokens;         /* default per request when the client gives none; 512 */
     double temperature;     /* 0.7 */
+    int thread_slice_us; /* the upstream thread's scheduler slice (util_set_slice_us); 0 = kernel's
+                          */
 } llm_config;
 
 void llm_config_default(llm_config *c);

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "lib/util.h"
 #include "llm/llm_internal.h"
 
 #define ERRBODY_MAX    2048
@@ -99,6 +100,7 @@ typedef struct up_thread {
     uint64_t idle_due;  /* earliest possible idle expiry */
     uint64_t sleep_due; /* the thread sleeps until then (NEVER: until woken) */
     void (*batch_begin)(void), (*batch_end)(void); /* optional (llm_set_batch_hooks) */
+    int slice_us; /* asked of the scheduler for this thread (util_set_slice_us) */
 } up_thread;
 
 static uint64_t mono_ns(void)
@@ -462,6 +464,8 @@ static void *up_main(void *arg)
 {
     up_thread *t = arg;
     struct epoll_event evs[MAX_EVENTS];
+    if (util_set_slice_us(t->slice_us) < 0)
+        log_debug("upstream: the kernel keeps its own time slice", "errno=%d", errno);
     pthread_mutex_lock(&t->loop_mu);
     t->now = mono_ns();
     while (!up_step(t, evs)) continue;
@@ -507,10 +511,11 @@ static void thread_free(up_thread *t)
     free(t);
 }
 
-up_thread *up_thread_start(char *err, size_t errlen)
+up_thread *up_thread_start(int slice_us, char *err, size_t errlen)
 {
     up_thread *t = calloc(1, sizeof *t);
     if (!t) abort();
+    t->slice_us = slice_us;
     pthread_mutex_init(&t->mu, NULL);
     pthread_mutex_init(&t->loop_mu, NULL);
     if (!thread_init(t) || pthread_create(&t->thread, NULL, up_main, t) != 0) {

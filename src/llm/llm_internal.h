@@ -36,7 +36,8 @@ void up_unref(up_req *r);
 /* Blocking GET/POST returning the whole body (worker threads only). */
 int up_fetch(llm *l, const up_opts *o, char **body, long *http, char *err, size_t errlen);
 
-struct up_thread *up_thread_start(char *err, size_t errlen);
+/* slice_us: the scheduler slice the thread asks for (0: the kernel's). */
+struct up_thread *up_thread_start(int slice_us, char *err, size_t errlen);
 void up_thread_stop(struct up_thread *t);
 int up_thread_active(struct up_thread *t);
 void up_thread_set_hooks(struct up_thread *t, void (*begin)(void), void (*end)(void));

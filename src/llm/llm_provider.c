@@ -89,7 +89,7 @@ int llm_start(llm **out, const llm_config *cfg, char *err, size_t errlen)
     if (!l) abort();
     l->cfg = *cfg;
     atomic_init(&l->available, -1);
-    if (!(l->up = up_thread_start(err, errlen))) {
+    if (!(l->up = up_thread_start(cfg->thread_slice_us, err, errlen))) {
         free(l);
         return -1;
     }

@@ -28,6 +28,7 @@
  * its reference at close and marks the conn closed; a late completion then
  * just frees its response.
  */
+#include <errno.h>
 #include <ev.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
@@ -41,6 +42,7 @@
 
 #include "lib/json.h"
 #include "lib/log.h"
+#include "lib/util.h"
 #include "lib/metrics.h"
 #include "lib/workq.h"
 #include "net/net.h"
@@ -1237,6 +1239,10 @@ void net_run(app *a)
 {
     uint64_t deadline = 0;
     t_service = true;
+    /* a short slice: woken by a post or a socket, this thread is scheduled before
+     * a thread that has run longer (measured: docs/BENCHMARKS.md, 2026-12-07) */
+    if (util_set_slice_us(a->cfg.io_slice_us) < 0)
+        log_debug("service: the kernel keeps its own time slice", "errno=%d", errno);
     while (a->lws) {
         ev_run(S.loop, EVRUN_ONCE); /* lws's sockets, timers and wakeup pipe */
         if (!S.stop_requested) continue;

@@ -142,6 +142,8 @@ static void test_defaults(void **state)
     assert_int_equal(c->pool_size, 5);
     assert_int_equal(c->pool_overflow, 10);
     assert_true(c->chat_inline);
+    assert_int_equal(c->io_slice_us, 100);
+    assert_int_equal(c->llm.thread_slice_us, 100); /* the upstream thread gets the same */
     assert_string_equal(c->auth_token, "");
     assert_string_equal(c->allowed_origins, "");
     assert_int_equal(c->llm.provider, LLM_OLLAMA);
@@ -301,9 +303,11 @@ static void test_every_flag(void **state)
 
     l = LOAD("--ping-interval", "0", "--workers", "256", "--pool-size", "1", "--pool-overflow", "0",
              "--auth-token", "tok", "--allowed-origins", "https://a,https://b", "--db", "/x/y.db",
-             "--chat-on-workers");
+             "--chat-on-workers", "--io-slice-us", "0");
     expect_ok(l);
     assert_false(l->c.chat_inline);
+    assert_int_equal(l->c.io_slice_us, 0);
+    assert_int_equal(l->c.llm.thread_slice_us, 0);
     assert_int_equal(l->c.ping_interval_secs, 0);
     assert_int_equal(l->c.workers, 256);
     assert_int_equal(l->c.pool_size, 1);
@@ -401,6 +405,8 @@ static void test_strict_numbers(void **state)
         {"--workers", "257", "workers must be an integer between 0 and 256, got '257'"},
         {"--pool-size", "0", "pool-size must be an integer between 1 and 256, got '0'"},
         {"--pool-overflow", "-1", "pool-overflow must be an integer between 0 and 256, got '-1'"},
+        {"--io-slice-us", "100001",
+         "io-slice-us must be an integer between 0 and 100000, got '100001'"},
         {"--log-level", "verbose", "unknown log level 'verbose'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -16,6 +16,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/utsname.h>
 #include <time.h>
 
 #include "lib/util.h"
@@ -83,11 +86,45 @@ static void test_iso_time_matches_gmtime(void **state)
     }
 }
 
+/* This thread's scheduler slice in ns from /proc (EEVDF kernels), or -1. */
+static long my_slice_ns(void)
+{
+    FILE *f = fopen("/proc/thread-self/sched", "r");
+    if (!f) return -1;
+    char line[256];
+    long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "se.slice", 8) == 0) v = atol(strchr(line, ':') + 1);
+    fclose(f);
+    return v;
+}
+
+static void test_set_slice(void **state)
+{
+    (void)state;
+    long before = my_slice_ns();
+    assert_int_equal(util_set_slice_us(0), 0); /* 0: leave the kernel's */
+    assert_int_equal(util_set_slice_us(-5), 0);
+    assert_true(my_slice_ns() == before);
+    int rc = util_set_slice_us(250);
+    if (rc != 0) { /* a kernel without sched_setattr, or a sandbox refusing it */
+        assert_true(errno == ENOSYS || errno == EPERM || errno == EINVAL);
+        return;
+    }
+    /* custom slices for fair tasks came with Linux 6.12 */
+    struct utsname u;
+    int major = 0, minor = 0;
+    if (uname(&u) == 0) sscanf(u.release, "%d.%d", &major, &minor);
+    if (my_slice_ns() >= 0 && (major > 6 || (major == 6 && minor >= 12)))
+        assert_int_equal(my_slice_ns(), 250000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_iso_time_known),
         cmocka_unit_test(test_iso_time_matches_gmtime),
+        cmocka_unit_test(test_set_slice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
