@@ -160,7 +160,8 @@ struct util_sched_attr {
 
 int util_set_slice_us(int us)
 {
-    if (us <= 0) return 0;
+    /* a thread an operator put under another policy (chrt --batch/--idle) keeps it */
+    if (us <= 0 || sched_getscheduler(0) != SCHED_OTHER) return 0;
     struct util_sched_attr a = {.size = sizeof a,
                                 .policy = SCHED_OTHER,
                                 .nice = getpriority(PRIO_PROCESS, 0),

@@ -25,7 +25,8 @@ uint64_t util_hash64(const void *data, size_t n);
 struct timespec util_realtime_in(uint64_t us);
 /* Ask the kernel for a time slice of us microseconds for the calling thread
  * (EEVDF, Linux 6.12+: a shorter slice is scheduled sooner when it wakes).
- * 0 on success or when us <= 0; -1 (errno) where the kernel has no such knob. */
+ * 0 on success, when us <= 0, or when the thread is not SCHED_OTHER (an
+ * operator's chrt wins); -1 (errno) where the kernel refuses. */
 int util_set_slice_us(int us);
 
 #endif

@@ -2,6 +2,10 @@
  * net_server.c - the libwebsockets context, the WebSocket JSON-RPC
  * connection and the hand-off between the service thread and workers.
  *
+ * The service thread runs a libev loop (epoll) of ours, and lws runs on it
+ * through its libev plugin (net_start, net_run): lws's own loop poll()s every
+ * socket at every wakeup, which does not scale to thousands of connections.
+ *
  * Life of a request: fragments are appended to conn->rx until the final
  * fragment (closing with 1009 past --max-message-bytes); the message is
  * parsed into a scratch arena; an all-inline message is executed at once and
