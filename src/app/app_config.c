@@ -15,6 +15,8 @@
 #include <strings.h>
 #include <sys/time.h>
 
+#include "lib/util.h"
+
 static int fail(char *err, size_t n, const char *fmt, ...)
 {
     va_list ap;
@@ -598,23 +600,9 @@ double app_now(void)
  * stamped with this, thousands of times a second. */
 void app_iso_now(char out[40], bool z)
 {
-    static _Thread_local time_t sec = -1;
-    static _Thread_local char prefix[24];
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    if (tv.tv_sec != sec) {
-        struct tm tm;
-        gmtime_r(&tv.tv_sec, &tm);
-        snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
-        sec = tv.tv_sec;
-    }
-    /* by hand: this runs for every streamed token, and snprintf was most of its cost */
-    memcpy(out, prefix, 19);
-    out[19] = '.';
-    long us = (long)tv.tv_usec;
-    for (int i = 25; i >= 20; i--, us /= 10) out[i] = (char)('0' + us % 10);
-    memcpy(out + 26, z ? "Z" : "+00:00", z ? 2 : 7);
+    util_iso_time((double)tv.tv_sec + (double)tv.tv_usec / 1e6, out, z);
 }
 
 void app_changed(app *a, int what, const char *persona_id)

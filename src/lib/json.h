@@ -72,6 +72,8 @@ typedef struct json_error {
  * and describe its first problem with a byte offset in err; `fallback` when
  * the grammar finds none. Only for input a parser has already rejected. */
 void json_diagnose(const char *s, size_t n, int max_depth, const char *fallback, json_error *err);
+/* Format a message into err (if not NULL); returns false, for `return json_fail(...)`. */
+bool json_fail(json_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Parse len bytes at buf. If cap >= len + JSON_PADDING the buffer is used in
  * place; otherwise it is copied. Returns NULL and fills err on any error:

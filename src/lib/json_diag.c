@@ -7,8 +7,8 @@
  * than 64", "invalid number at byte 2", "number out of range at byte 9".
  *
  * Plain C, apart from simdjson's adapter (json_simd.cpp), which calls it only
- * after a failed parse. Allocates one byte per nesting level, freed before
- * it returns.
+ * after a failed parse; json_fail() writes the message of every parse error.
+ * json_diagnose allocates one byte per nesting level, freed before it returns.
  */
 #include <errno.h>
 #include <math.h>
@@ -20,8 +20,7 @@
 
 #include "lib/json.h"
 
-static bool fail(json_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static bool fail(json_error *err, const char *fmt, ...)
+bool json_fail(json_error *err, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
@@ -111,15 +110,16 @@ static bool scalar_ok(const char *s, size_t n, size_t at, json_error *err)
 {
     bool integral = false;
     if (s[0] == '-' || (s[0] >= '0' && s[0] <= '9')) {
-        if (!number_syntax(s, n, &integral)) return fail(err, "invalid number at byte %zu", at);
+        if (!number_syntax(s, n, &integral))
+            return json_fail(err, "invalid number at byte %zu", at);
         if (!number_in_range(s, n, integral))
-            return fail(err, "number out of range at byte %zu", at);
+            return json_fail(err, "number out of range at byte %zu", at);
         return true;
     }
     if ((n == 4 && !memcmp(s, "true", 4)) || (n == 5 && !memcmp(s, "false", 5)) ||
         (n == 4 && !memcmp(s, "null", 4)))
         return true;
-    return fail(err, "invalid token at byte %zu", at);
+    return json_fail(err, "invalid token at byte %zu", at);
 }
 
 /* What the grammar allows next. */
@@ -139,9 +139,10 @@ static void scan(const char *s, size_t n, size_t max_depth, const char *fallback
         char c = s[at = i];
         bool ok = ex == VALUE || ex == VALUE_OR_CLOSE;
         if (is_ws(c)) continue;
-        if (ex == END) return (void)fail(err, "trailing content at byte %zu", at);
+        if (ex == END) return (void)json_fail(err, "trailing content at byte %zu", at);
         if (ok && (c == '[' || c == '{')) {
-            if (open->n >= max_depth) return (void)fail(err, "nesting deeper than %zu", max_depth);
+            if (open->n >= max_depth)
+                return (void)json_fail(err, "nesting deeper than %zu", max_depth);
             open->v[open->n++] = c;
             ex = c == '[' ? VALUE_OR_CLOSE : KEY_OR_CLOSE;
             continue;
@@ -165,10 +166,10 @@ static void scan(const char *s, size_t n, size_t max_depth, const char *fallback
         } else {
             ok = false;
         }
-        if (!ok) return (void)fail(err, "unexpected '%c' at byte %zu", c, at);
+        if (!ok) return (void)json_fail(err, "unexpected '%c' at byte %zu", c, at);
         ex = open->n == 0 ? END : COMMA_OR_CLOSE;
     }
-    fail(err, "%s", ex == END ? fallback : "unexpected end of input");
+    json_fail(err, "%s", ex == END ? fallback : "unexpected end of input");
 }
 
 void json_diagnose(const char *s, size_t n, int max_depth, const char *fallback, json_error *err)

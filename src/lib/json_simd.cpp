@@ -25,8 +25,6 @@
  */
 #include <simdjson.h>
 
-#include <cstdarg>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -41,17 +39,6 @@ using namespace simdjson;
 static_assert(JSON_PADDING >= SIMDJSON_PADDING, "JSON_PADDING too small for simdjson");
 static constexpr size_t kOneOffBytes = 1 << 20;
 static constexpr size_t kCountSaturated = 0xFFFFFF; /* simdjson's scope_count cap */
-
-static bool fail(json_error *err, const char *fmt, ...)
-{
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
 
 /* ---- error path: name what simdjson only numbered ----------------------- */
 
@@ -70,7 +57,7 @@ static const struct {
 static void report(error_code code, const char *buf, size_t len, int max_depth, json_error *err)
 {
     if (code == UTF8_ERROR) {
-        fail(err, "invalid UTF-8 at byte %zu", jw_utf8_prefix(buf, len));
+        json_fail(err, "invalid UTF-8 at byte %zu", jw_utf8_prefix(buf, len));
         return;
     }
     if (code == NUMBER_ERROR || code == TAPE_ERROR || code == DEPTH_ERROR || code == T_ATOM_ERROR ||
@@ -80,8 +67,8 @@ static void report(error_code code, const char *buf, size_t len, int max_depth, 
         return;
     }
     for (const auto &m : kMessages)
-        if (m.code == code) return (void)fail(err, "%s", m.msg);
-    fail(err, "%s", error_message(code));
+        if (m.code == code) return (void)json_fail(err, "%s", m.msg);
+    json_fail(err, "%s", error_message(code));
 }
 
 /* ---- DOM -> jv ----------------------------------------------------------- */
@@ -148,11 +135,11 @@ static bool convert(walk &w, dom::element e, jv *out, int depth)
     switch (e.type()) {
     case dom::element_type::ARRAY:
         out->type = JV_ARRAY;
-        if (depth >= w.max_depth) return fail(w.err, "nesting deeper than %d", w.max_depth);
+        if (depth >= w.max_depth) return json_fail(w.err, "nesting deeper than %d", w.max_depth);
         return convert_array(w, e.get_array().value_unsafe(), out, depth + 1);
     case dom::element_type::OBJECT:
         out->type = JV_OBJECT;
-        if (depth >= w.max_depth) return fail(w.err, "nesting deeper than %d", w.max_depth);
+        if (depth >= w.max_depth) return json_fail(w.err, "nesting deeper than %d", w.max_depth);
         return convert_object(w, e.get_object().value_unsafe(), out, depth + 1);
     case dom::element_type::STRING: {
         std::string_view sv = e.get_string().value_unsafe();
@@ -181,7 +168,7 @@ static bool convert(walk &w, dom::element e, jv *out, int depth)
         out->type = JV_NULL;
         return true;
     }
-    return fail(w.err, "unknown simdjson element type");
+    return json_fail(w.err, "unknown simdjson element type");
 }
 
 static jv *parse_with(dom::parser &p, jarena *a, const char *buf, size_t len, size_t cap,
@@ -191,7 +178,7 @@ static jv *parse_with(dom::parser &p, jarena *a, const char *buf, size_t len, si
         size_t depth = static_cast<size_t>(max_depth) + 1;
         error_code code = p.allocate(len > p.capacity() ? len : p.capacity(), depth);
         if (code) {
-            fail(err, "out of memory");
+            json_fail(err, "out of memory");
             return nullptr;
         }
     }
@@ -213,7 +200,7 @@ extern "C" jv *json_parse(jarena *a, const char *buf, size_t len, size_t cap, in
     static thread_local dom::parser tl_parser;
     if (max_depth <= 0) max_depth = JSON_DEFAULT_MAX_DEPTH;
     if (!buf || len == 0) {
-        fail(err, "empty input");
+        json_fail(err, "empty input");
         return nullptr;
     }
     if (len <= kOneOffBytes) return parse_with(tl_parser, a, buf, len, cap, max_depth, err);
